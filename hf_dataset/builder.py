@@ -1,0 +1,240 @@
+"""Build the layered dataset from a brat corpus: a ``datasets`` builder that this project runs itself.
+
+``datasets`` no longer runs loading scripts, so the builder runs here and the Hub gets Parquet files plus a
+card (see :func:`export`). One row per report, with the schema of the dataset card.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import datasets
+
+from hf_dataset.brat import Corpus, Document, Problem, check_types, read_corpus
+from hf_dataset.layers import Discontinuous, Encoding, decode, encode, label_names, spans_to_entities
+from hf_pipeline.scoring import score
+
+SPRADIE_TYPES = [
+    "Anatomical_Entity",
+    "Finding",
+    "Location",
+    "Measure",
+    "Type_of_measure",
+    "Degree",
+    "Abbreviation",
+    "Negation",
+    "Uncertainty",
+    "Conditional_Temporal",
+]
+SAMPLE_CORPUS = Path(__file__).parent / "sample_corpus"
+SPLIT_FOLDERS = {"train": "train", "dev": "validation", "validation": "validation", "test": "test"}
+
+
+def find_splits(brat_dir: str | Path) -> dict[str, Path]:
+    """Map split names to folders: ``train/``, ``dev/`` or ``validation/``, ``test/``; else the folder is ``train``."""
+    brat_dir = Path(brat_dir)
+    found = {SPLIT_FOLDERS[p.name]: p for p in sorted(brat_dir.iterdir()) if p.is_dir() and p.name in SPLIT_FOLDERS}
+    if "dev" in {p.name for p in brat_dir.iterdir()} and (brat_dir / "validation").is_dir():
+        raise ValueError(f"{brat_dir} has both dev/ and validation/; keep one of them.")
+    return found or {"train": brat_dir}
+
+
+def read_splits(brat_dir: str | Path, skip_invalid: bool = False) -> dict[str, Corpus]:
+    return {split: read_corpus(folder, skip_invalid) for split, folder in find_splits(brat_dir).items()}
+
+
+def resolve_types(types: str | Sequence[str] | None, corpora: dict[str, Corpus]) -> list[str]:
+    """``None``: the SpRadIE types; ``"auto"``: every type in the corpus (sorted); else the given list."""
+    if types is None:
+        return list(SPRADIE_TYPES)
+    if types == "auto":
+        return sorted({e.type for c in corpora.values() for d in c.documents for e in d.entities})
+    names = types.split(",") if isinstance(types, str) else list(types)
+    names = [name.strip() for name in names if name.strip()]
+    if not names or len(set(names)) != len(names):
+        raise ValueError(f"--types needs distinct, non-empty type names; got {types!r}.")
+    return names
+
+
+def features(types: Sequence[str], max_layers: int = 3) -> datasets.Features:
+    """The dataset schema; every ``ner_tags_k`` column has the same ClassLabel names."""
+    tags = datasets.ClassLabel(names=label_names(types))
+    offsets = datasets.List(datasets.List(datasets.Value("int32")))
+    entity = {
+        "id": datasets.Value("string"),
+        "type": datasets.Value("string"),
+        "start": datasets.Value("int32"),
+        "end": datasets.Value("int32"),
+        "fragments": offsets,
+        "text": datasets.Value("string"),
+        "layer": datasets.Value("int8"),
+    }
+    return datasets.Features(
+        {
+            "id": datasets.Value("string"),
+            "text": datasets.Value("string"),
+            "tokens": datasets.List(datasets.Value("string")),
+            "token_offsets": offsets,
+            **{f"ner_tags_{k}": datasets.List(tags) for k in range(1, max_layers + 1)},
+            "entities": datasets.List(entity),
+        }
+    )
+
+
+def to_example(document: Document, encoding: Encoding) -> dict[str, Any]:
+    """One dataset row: words, one tag column per layer, and every entity with its layer (0 = not encoded)."""
+    return {
+        "id": document.id,
+        "text": document.text,
+        "tokens": [document.text[start:end] for start, end in encoding.words],
+        "token_offsets": [list(word) for word in encoding.words],
+        **{f"ner_tags_{k}": tags for k, tags in enumerate(encoding.tags, start=1)},
+        "entities": [
+            {
+                "id": entity.id,
+                "type": entity.type,
+                "start": entity.start,
+                "end": entity.end,
+                "fragments": [list(fragment) for fragment in entity.fragments],
+                "text": entity.text,
+                "layer": layer,
+            }
+            for entity, layer in zip(document.entities, encoding.layer_of)
+        ],
+    }
+
+
+@dataclass
+class SplitStatistics:
+    """What the layering did to one split; every entity read is encoded, merged, dropped or invalid."""
+
+    reports: int = 0
+    read: int = 0
+    encoded: int = 0
+    merged: int = 0
+    dropped: int = 0
+    invalid: int = 0
+    misaligned: int = 0
+    discontinuous: int = 0
+    per_type: Counter = field(default_factory=Counter)
+    per_layer: Counter = field(default_factory=Counter)
+    oracle: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        values = dict(self.__dict__)
+        values["per_type"] = dict(sorted(self.per_type.items()))
+        values["per_layer"] = {str(k): v for k, v in sorted(self.per_layer.items())}
+        return values
+
+
+@dataclass
+class LayeredSplit:
+    """A split's documents, their encodings and statistics."""
+
+    corpus: Corpus
+    encodings: list[Encoding]
+    statistics: SplitStatistics
+
+
+def layer_split(corpus: Corpus, types: Sequence[str], max_layers: int, mode: Discontinuous) -> LayeredSplit:
+    """Encode every document of a split and account for every entity; the oracle scores decode(encode(gold))."""
+    encodings = [encode(doc.text, doc.entities, types, max_layers, mode) for doc in corpus.documents]
+    for doc, encoding in zip(corpus.documents, encodings):
+        corpus.invalid.extend(Problem(doc.id, 0, f"{doc.entities[i].id}: covers no word") for i in encoding.uncovered)
+    stats = SplitStatistics(reports=len(corpus.documents), invalid=len(corpus.invalid))
+    for doc, encoding in zip(corpus.documents, encodings):
+        stats.read += len(doc.entities) - len(encoding.uncovered)
+        stats.encoded += encoding.encoded
+        stats.merged += encoding.merged
+        stats.dropped += encoding.dropped
+        stats.misaligned += encoding.misaligned
+        stats.discontinuous += encoding.discontinuous
+        stats.per_type.update(e.type for e in doc.entities)
+        stats.per_layer.update(layer for layer in encoding.layer_of if layer)
+    stats.read += stats.invalid
+    gold = {doc.id: doc.entities for doc in corpus.documents}
+    decoded = {doc.id: spans_to_entities(decode(enc.tags), enc.words) for doc, enc in zip(corpus.documents, encodings)}
+    result = score(gold, decoded, types).to_dict()
+    stats.oracle = {"exact_f1": result["exact"]["f1"], "lenient_f1": result["lenient"]["f1"]}
+    return LayeredSplit(corpus, encodings, stats)
+
+
+class RadiologyNerConfig(datasets.BuilderConfig):
+    """Where the corpus is and how to layer it."""
+
+    def __init__(
+        self,
+        brat_dir: str | None = None,
+        types: str | Sequence[str] | None = None,
+        max_layers: int = 3,
+        discontinuous: Discontinuous = "hull",
+        skip_invalid: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if discontinuous not in ("hull", "split"):
+            raise ValueError(f"discontinuous must be 'hull' or 'split', got {discontinuous!r}.")
+        if max_layers < 1:
+            raise ValueError(f"max_layers must be at least 1, got {max_layers}.")
+        self.brat_dir = str(brat_dir or SAMPLE_CORPUS)
+        self.types = types
+        self.max_layers = max_layers
+        self.discontinuous = discontinuous
+        self.skip_invalid = skip_invalid
+
+
+class RadiologyNer(datasets.GeneratorBasedBuilder):
+    """Brat corpus → one row per report with layered IOB2 tags; ``self.splits`` keeps the statistics."""
+
+    BUILDER_CONFIG_CLASS = RadiologyNerConfig
+    config: RadiologyNerConfig
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        corpora = read_splits(self.config.brat_dir, self.config.skip_invalid)
+        self.types = resolve_types(self.config.types, corpora)
+        for corpus in corpora.values():
+            check_types(corpus, self.types, self.config.skip_invalid)
+        cfg = self.config
+        self.splits = {
+            name: layer_split(c, self.types, cfg.max_layers, cfg.discontinuous) for name, c in corpora.items()
+        }
+        self.info.features = features(self.types, self.config.max_layers)
+
+    def _info(self) -> datasets.DatasetInfo:
+        return datasets.DatasetInfo(description="Spanish radiology reports with layered IOB2 tags for nested NER.")
+
+    def _split_generators(self, dl_manager: Any) -> list[datasets.SplitGenerator]:
+        return [datasets.SplitGenerator(name=name, gen_kwargs={"split": name}) for name in self.splits]
+
+    def _generate_examples(self, split: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        layered = self.splits[split]
+        for document, encoding in zip(layered.corpus.documents, layered.encodings):
+            yield document.id, to_example(document, encoding)
+
+
+def build(
+    brat_dir: str | Path | None = None,
+    types: str | Sequence[str] | None = None,
+    max_layers: int = 3,
+    discontinuous: Discontinuous = "hull",
+    skip_invalid: bool = False,
+) -> tuple[datasets.DatasetDict, RadiologyNer]:
+    """Run the builder in a throw-away cache (so an edited corpus is never served stale)."""
+    with tempfile.TemporaryDirectory() as cache_dir:
+        builder = RadiologyNer(
+            cache_dir=cache_dir,
+            brat_dir=str(brat_dir) if brat_dir else None,
+            types=types,
+            max_layers=max_layers,
+            discontinuous=discontinuous,
+            skip_invalid=skip_invalid,
+        )
+        builder.download_and_prepare()
+        dataset = builder.as_dataset(in_memory=True)
+    return dataset, builder

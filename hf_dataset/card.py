@@ -1,0 +1,133 @@
+"""Write the built dataset as Parquet per split plus a dataset card that ``load_dataset`` understands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import datasets
+from datasets.info import DatasetInfo, DatasetInfosDict
+from datasets.utils.metadata import MetadataConfigs
+from huggingface_hub import DatasetCard, DatasetCardData
+
+from hf_dataset.builder import RadiologyNer, SplitStatistics
+
+STATISTICS_FILE = "statistics.json"
+
+
+def size_category(rows: int) -> str:
+    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K")):
+        if rows < limit:
+            return name
+    return "100K<n<1M"
+
+
+def export(
+    dataset: datasets.DatasetDict,
+    builder: RadiologyNer,
+    output_dir: str | Path,
+    license: str = "other",
+    pretty_name: str = "Spanish radiology reports with layered nested entities",
+) -> Path:
+    """Write ``data/<split>-00000-of-00001.parquet``, ``README.md`` and ``statistics.json`` under ``output_dir``."""
+    output_dir = Path(output_dir)
+    (output_dir / "data").mkdir(parents=True, exist_ok=True)
+    for split, rows in dataset.items():
+        rows.to_parquet(str(output_dir / "data" / f"{split}-00000-of-00001.parquet"))
+    statistics = {split: layered.statistics.to_dict() for split, layered in builder.splits.items()}
+    (output_dir / STATISTICS_FILE).write_text(json.dumps(statistics, indent=2) + "\n", encoding="utf-8")
+    card = dataset_card(dataset, builder, license, pretty_name)
+    card.save(output_dir / "README.md")
+    return output_dir
+
+
+def dataset_card(dataset: datasets.DatasetDict, builder: RadiologyNer, license: str, pretty_name: str) -> DatasetCard:
+    rows = sum(len(split) for split in dataset.values())
+    card_data = DatasetCardData(
+        language=["es"],
+        license=license,
+        pretty_name=pretty_name,
+        task_categories=["token-classification"],
+        task_ids=["named-entity-recognition"],
+        size_categories=[size_category(rows)],
+        tags=["medical", "radiology", "nested-ner", "brat", "spanish"],
+    )
+    data_files = [{"split": split, "path": f"data/{split}-*"} for split in dataset]
+    MetadataConfigs({"default": {"data_files": data_files}}).to_dataset_card_data(card_data)
+    info = DatasetInfo(features=next(iter(dataset.values())).features)
+    info.splits = datasets.SplitDict(
+        {name: datasets.SplitInfo(name, num_examples=len(split)) for name, split in dataset.items()}
+    )
+    DatasetInfosDict({"default": info}).to_dataset_card_data(card_data)
+    return DatasetCard(f"---\n{card_data.to_yaml()}\n---\n\n{card_body(builder, pretty_name)}")
+
+
+def card_body(builder: RadiologyNer, pretty_name: str) -> str:
+    config = builder.config
+    return f"""# {pretty_name}
+
+Spanish radiology reports annotated with overlapping, nested and discontinuous entities (brat standoff),
+turned into three **layers** of IOB2 word tags so that one token classifier per layer can learn them
+(the method of Solarte-Pabón et al., CLEF eHealth 2021 / SpRadIE). Built with `python -m hf_dataset build`.
+
+## Columns
+
+| column | content |
+| --- | --- |
+| `id` | report path relative to its split folder, no extension |
+| `text` | the report exactly as stored (CRLF kept) |
+| `tokens`, `token_offsets` | words and single punctuation marks, with end-exclusive character offsets |
+| `ner_tags_1` ... `ner_tags_{config.max_layers}` | IOB2 tags per layer, one `ClassLabel` with the same names on all |
+| `entities` | every valid gold entity: `id`, `type`, `start`, `end`, `fragments`, `text`, `layer` (0 = not encoded) |
+
+Labels: {", ".join(f"`{name}`" for name in builder.types)}.
+
+## Policies
+
+- **Offsets** are character offsets into the `.txt` as stored, end-exclusive: `text[start:end]` is the entity
+  text for every fragment.
+- **Words**: letters/digits (any script, with combining marks) or a single other character. An entity covers
+  the words it overlaps; a boundary inside a word is *misaligned*: the entity is widened to whole words and counted.
+- **Discontinuous entities** are encoded as `{config.discontinuous}` (`hull`: first start to last end;
+  `split`: each fragment as its own span in the same layer). The `entities` column keeps the true fragments.
+- **Layers**: entities sorted by (start, longer first, type order) each take the lowest of {config.max_layers}
+  layers in which they overlap no word already taken; entities are never split across layers, so every layer
+  is valid IOB2. An entity that fits nowhere is **dropped for depth**; exact duplicates (same type, same
+  fragments) are **merged** and carry their twin's layer.
+- **Invalid** annotations (text that differs from the `.txt`, offsets outside it, types outside the label
+  set, spans covering no word) stop the build unless `--skip_invalid` is given, when they are counted here.
+- **Oracle**: decoding the gold tags and scoring them against the true gold entities with the task's official
+  scorer gives the ceiling of the layered method on this corpus.
+
+Every entity read is accounted for: read = encoded + merged + dropped + invalid.
+
+## Statistics
+
+{statistics_table(builder)}
+
+## Citation
+
+Solarte-Pabón O. et al., "Information Extraction from Spanish Radiology Reports using multilingual BERT",
+CLEF eHealth 2021. Task: Cotik V. et al., "Overview of CLEF eHealth Task 1 - SpRadIE: A challenge on
+information extraction from Spanish Radiology Reports", CLEF 2021.
+"""
+
+
+def statistics_table(builder: RadiologyNer) -> str:
+    splits: dict[str, SplitStatistics] = {name: layered.statistics for name, layered in builder.splits.items()}
+    rows: list[tuple[str, list]] = [
+        ("reports", [s.reports for s in splits.values()]),
+        ("entities read", [s.read for s in splits.values()]),
+        *[(f"type {t}", [s.per_type[t] for s in splits.values()]) for t in builder.types],
+        *[(f"layer {k}", [s.per_layer[k] for s in splits.values()]) for k in range(1, builder.config.max_layers + 1)],
+        ("merged duplicates", [s.merged for s in splits.values()]),
+        ("dropped for depth", [s.dropped for s in splits.values()]),
+        ("invalid (skipped)", [s.invalid for s in splits.values()]),
+        ("misaligned", [s.misaligned for s in splits.values()]),
+        ("discontinuous", [s.discontinuous for s in splits.values()]),
+        ("oracle exact F1", [f"{s.oracle['exact_f1']:.4f}" for s in splits.values()]),
+        ("oracle lenient F1", [f"{s.oracle['lenient_f1']:.4f}" for s in splits.values()]),
+    ]
+    lines = ["| | " + " | ".join(splits) + " |", "| --- |" + " ---: |" * len(splits)]
+    lines += [f"| {name} | " + " | ".join(str(value) for value in values) + " |" for name, values in rows]
+    return "\n".join(lines)

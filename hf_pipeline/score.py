@@ -1,0 +1,77 @@
+"""Score a folder of predicted brat files against a gold brat folder.
+
+    python -m hf_pipeline.score --gold DIR --pred DIR [--types T1,T2,...] [--json]
+
+Prints micro exact and lenient P/R/F1 and a per-type table (``--json``: the same as JSON). A gold document
+whose ``.ann`` is missing from the predictions counts as predicting nothing; a prediction for a document
+that is not in gold is an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from hf_dataset.brat import BratError, Corpus, Entity, parse_ann, read_corpus, read_text
+from hf_pipeline.scoring import Report, format_report, score
+
+
+def read_predictions(pred_dir: str | Path, gold: Corpus) -> dict[str, list[Entity]]:
+    """Read ``pred_dir/<doc id>.ann`` for the gold documents, checked against the gold texts.
+
+    Raises:
+        BratError: an ``.ann`` for a document not in gold, or an invalid predicted annotation.
+    """
+    pred_dir = Path(pred_dir)
+    if not pred_dir.is_dir():
+        raise BratError(f"{pred_dir} is not a folder of predicted .ann files.")
+    texts = {doc.id: doc.text for doc in gold.documents}
+    found = {path.relative_to(pred_dir).with_suffix("").as_posix(): path for path in pred_dir.rglob("*.ann")}
+    extra = sorted(set(found) - set(texts))
+    if extra:
+        raise BratError(
+            f"{len(extra)} predicted file(s) have no gold document, e.g. {pred_dir / extra[0]}.ann. "
+            "Point --gold and --pred at matching folders (ids are paths relative to each folder)."
+        )
+    predictions = {}
+    for doc_id, path in found.items():
+        entities, problems = parse_ann(read_text(path), texts[doc_id], str(path))
+        if problems:
+            raise BratError("Invalid predicted annotations:\n  " + "\n  ".join(map(str, problems)))
+        predictions[doc_id] = entities
+    return predictions
+
+
+def score_folders(gold_dir: str | Path, pred_dir: str | Path, types: list[str] | None = None) -> Report:
+    gold = read_corpus(gold_dir)
+    predicted = read_predictions(pred_dir, gold)
+    return score({doc.id: doc.entities for doc in gold.documents}, predicted, types)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hf_pipeline.score", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--gold", required=True, help="gold brat folder (.txt + .ann)")
+    parser.add_argument("--pred", required=True, help="predicted .ann files, same relative paths as gold")
+    parser.add_argument("--types", help="comma-separated types to score (default: all found)")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = parser.parse_args(argv)
+    types = args.types.split(",") if args.types else None
+    try:
+        result = score_folders(args.gold, args.pred, types).to_dict()
+    except BratError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"{result['documents']} documents, {result['gold']} gold and {result['predicted']} predicted entities")
+    if result["missing_predictions"]:
+        print(f"{result['missing_predictions']} gold document(s) have no predicted .ann: counted as predicting nothing")
+    print(format_report(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

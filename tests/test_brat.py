@@ -1,0 +1,156 @@
+"""The brat reader and writer: formats, validation messages, real CRLF data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hf_dataset.brat import BratError, Entity, parse_ann, read_corpus, write_ann
+
+from .conftest import NUBES
+
+TEXT = "Riñones derecho e izquierdo\tde 7 cm. No hay quiste.\n"
+
+
+def write_pair(folder: Path, name: str, text: str, ann: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.txt").write_text(text, encoding="utf-8", newline="")
+    (folder / f"{name}.ann").write_text(ann, encoding="utf-8", newline="")
+
+
+def test_discontinuous_fragments_out_of_order_are_sorted():
+    entities, problems = parse_ann("T1\tAnatomical_Entity 18 27;0 7\tRiñones izquierdo\n", TEXT, "x.ann")
+    assert problems == []
+    assert entities[0].fragments == ((0, 7), (18, 27))
+    assert entities[0].text == "Riñones izquierdo"
+    assert (entities[0].start, entities[0].end) == (0, 27)
+
+
+def test_text_field_containing_a_tab():
+    start = TEXT.index("izquierdo")
+    entities, problems = parse_ann(f"T1\tFinding {start} {start + 14}\tizquierdo\tde 7\n", TEXT, "x.ann")
+    assert problems == []
+    assert entities[0].text == "izquierdo\tde 7"
+
+
+def test_leading_tab_in_text_field_is_kept_as_whitespace():
+    text = "a\tquiste"
+    entities, problems = parse_ann("T1\tFinding 1 8\t\tquiste\n", text, "x.ann")
+    assert problems == [] and entities[0].fragments == ((1, 8),)
+
+
+def test_multiline_annotation_text_is_joined():
+    text = "Quiste\nsimple en RD."
+    ann = "T1\tFinding 0 13\tQuiste\nsimple\nT2\tAbbreviation 17 19\tRD\n"
+    entities, problems = parse_ann(ann, text, "x.ann")
+    assert problems == []
+    assert [e.id for e in entities] == ["T1", "T2"]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "R1\tScope Arg1:T1 Arg2:T2",
+        "A1\tNegated T1",
+        "E1\tFinding:T1",
+        "N1\tReference T1 Wikipedia:123\tquiste",
+        "#1\tAnnotatorNotes T1\tnote",
+        "*\tEquiv T1 T2",
+        "M1\tNegation T1",
+    ],
+)
+def test_non_entity_lines_are_skipped(line):
+    entities, problems = parse_ann(f"T1\tFinding 0 7\tRiñones\n{line}\n", TEXT, "x.ann")
+    assert problems == [] and len(entities) == 1
+
+
+def test_bom_in_ann_is_ignored():
+    entities, problems = parse_ann("\ufeffT1\tFinding 0 7\tRiñones\n", TEXT, "x.ann")
+    assert problems == [] and entities[0].type == "Finding"
+
+
+def test_bom_in_txt_counts_as_character_zero(tmp_path):
+    write_pair(tmp_path, "a", "\ufeffQuiste simple", "T1\tFinding 1 7\tQuiste\n")
+    doc = read_corpus(tmp_path).documents[0]
+    assert doc.text[1:7] == "Quiste"
+
+
+@pytest.mark.parametrize(
+    ("ann", "expected"),
+    [
+        ("T1\tFinding 0 7 Riñones\n", "cannot read"),
+        ("T1\tFinding 0 x\tRiñones\n", "cannot read type and offsets"),
+        ("T1\tFinding 0 999\tRiñones\n", "outside the text"),
+        ("T1\tFinding 5 5\t\n", "empty or outside"),
+        ("T1\tFinding 0 7\tRiñón\n", "the .ann says 'Riñón'"),
+        ("X1\tsomething\n", "cannot read"),
+    ],
+)
+def test_invalid_lines_are_reported_with_file_and_line(tmp_path, ann, expected):
+    write_pair(tmp_path, "doc", TEXT, "T9\tDegree 0 7\tRiñones\n" + ann)
+    with pytest.raises(BratError) as error:
+        read_corpus(tmp_path)
+    assert f"{tmp_path / 'doc.ann'}:2:" in str(error.value) and expected in str(error.value)
+    assert "--skip_invalid" in str(error.value)
+
+
+def test_all_mismatches_reported_together_or_skipped_and_counted(tmp_path):
+    for name in ("a", "b"):
+        write_pair(tmp_path, name, TEXT, "T1\tFinding 0 7\tXXX\nT2\tFinding 8 15\tderecho\nT3\tDegree 0 7\tYYY\n")
+    with pytest.raises(BratError) as error:
+        read_corpus(tmp_path)
+    assert str(error.value).startswith("4 invalid annotation(s) in 2 file(s)")
+    corpus = read_corpus(tmp_path, skip_invalid=True)
+    assert len(corpus.invalid) == 4
+    assert [len(doc.entities) for doc in corpus.documents] == [1, 1]
+
+
+def test_unpaired_files_are_named(tmp_path):
+    write_pair(tmp_path, "a", TEXT, "")
+    (tmp_path / "b.txt").write_text("x", encoding="utf-8")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "c.ann").write_text("", encoding="utf-8")
+    with pytest.raises(BratError) as error:
+        read_corpus(tmp_path)
+    assert "b.txt has no .ann" in str(error.value) and "c.ann has no .txt" in str(error.value)
+
+
+def test_non_utf8_file_names_file_and_line(tmp_path):
+    (tmp_path / "a.txt").write_bytes("línea uno\nriñón".encode("latin-1"))
+    (tmp_path / "a.ann").write_text("", encoding="utf-8")
+    with pytest.raises(BratError, match=r"a\.txt:1: not valid UTF-8.*iconv"):
+        read_corpus(tmp_path)
+
+
+def test_ids_are_relative_paths_without_extension(tmp_path):
+    write_pair(tmp_path / "abdomen", "r1", TEXT, "")
+    assert read_corpus(tmp_path).documents[0].id == "abdomen/r1"
+
+
+def test_crlf_offsets_on_real_nubes_iula():
+    corpus = read_corpus(NUBES / "IULA+")
+    assert len(corpus.documents) == 7 and corpus.invalid == []
+    crlf_entities = 0
+    for doc in corpus.documents:
+        assert "\r\n" in doc.text
+        for entity in doc.entities:
+            for start, end in entity.fragments:
+                assert doc.text[start:end] in entity.text
+            crlf_entities += "\r" in doc.text[: entity.start]
+    assert crlf_entities > 1000  # almost every entity sits after a CRLF: translation would shift them
+
+
+def test_writer_round_trip_keeps_fragments_and_handles_line_breaks(tmp_path):
+    text = "Quiste\r\nsimple en el RD y en el RI.\n"
+    entities = [
+        Entity("Finding", ((0, 14),)),
+        Entity("Abbreviation", ((25, 27),)),
+        Entity("Anatomical_Entity", ((22, 27), (34, 36))),
+    ]
+    write_ann(tmp_path / "a.ann", text, entities)
+    (tmp_path / "a.txt").write_text(text, encoding="utf-8", newline="")
+    assert len((tmp_path / "a.ann").read_text(encoding="utf-8").splitlines()) == 3
+    read_back = read_corpus(tmp_path).documents[0].entities
+    assert read_back == entities
+    assert [e.id for e in read_back] == ["T1", "T2", "T3"]

@@ -1,0 +1,294 @@
+"""The radiology-ner pipeline and its bundle: loading paths, windows, offsets, errors, the predict CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForTokenClassification, AutoTokenizer, pipeline
+
+import hf_pipeline
+from hf_dataset import SAMPLE_CORPUS, SPRADIE_TYPES, label_names, read_corpus
+from hf_pipeline.predict import main as predict_main
+from hf_pipeline.radiology_ner import decode_bio, word_spans
+from train import build_tiny_model, train_wordpiece
+
+from .conftest import make_bundle
+
+REPORT = "Leve dilatación de la pelvis renal del RD, sin quiste. Control en 3 meses."
+
+
+def run_fresh(code: str, cwd: Path, **env: str) -> str:
+    """Run code in a new interpreter that never imports this project; returns stdout."""
+    check = "\nimport sys; assert not any(m.startswith(('hf_pipeline', 'hf_dataset')) for m in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code + check],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, **env},
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def assert_well_formed(text: str, entities: list[dict]) -> None:
+    boundaries = {offset for span in word_spans(text) for offset in span}
+    for entity in entities:
+        assert set(entity) == {"entity_group", "score", "word", "start", "end", "layer"}
+        assert text[entity["start"] : entity["end"]] == entity["word"]
+        assert entity["start"] in boundaries and entity["end"] in boundaries
+        assert 0.0 <= entity["score"] <= 1.0 and entity["layer"] in (1, 2, 3)
+    keys = [(e["start"], -e["end"], e["layer"]) for e in entities]
+    assert keys == sorted(keys)
+
+
+def test_bundle_layout(tiny_bundle):
+    config = json.loads((tiny_bundle / "config.json").read_text())
+    assert config["custom_pipelines"]["radiology-ner"]["impl"] == "radiology_ner.RadiologyNerPipeline"
+    assert config["ner_layers"] == [1, 2, 3]
+    assert (tiny_bundle / "radiology_ner.py").is_file()
+    for layer in ("layer_2", "layer_3"):
+        assert {"config.json", "model.safetensors", "tokenizer.json"} <= {
+            p.name for p in (tiny_bundle / layer).iterdir()
+        }
+
+
+def test_traveling_module_imports_only_allowed_packages():
+    import ast
+
+    tree = ast.parse((Path(hf_pipeline.__file__).parent / "radiology_ner.py").read_text())
+    imported = {n.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for n in node.names}
+    imported |= {
+        node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
+    }
+    assert imported <= {"torch", "transformers", "numpy", "__future__"} | set(sys.stdlib_module_names)
+
+
+def test_fresh_process_loads_folder_with_trust_remote_code(tiny_bundle, tmp_path):
+    code = (
+        "from transformers import pipeline\n"
+        f"ner = pipeline('radiology-ner', model={str(tiny_bundle)!r}, trust_remote_code=True)\n"
+        f"import json; print(json.dumps(ner({REPORT!r})))"
+    )
+    remote = json.loads(run_fresh(code, tmp_path).strip().splitlines()[-1])
+    local = hf_pipeline.load_pipeline(tiny_bundle)(REPORT)
+    assert [(e["entity_group"], e["start"], e["end"], e["layer"]) for e in remote] == [
+        (e["entity_group"], e["start"], e["end"], e["layer"]) for e in local
+    ]
+    assert_well_formed(REPORT, remote)
+
+
+def hub_cache_with_two_revisions(tiny_bundle: Path, tmp_path: Path) -> tuple[Path, str, str]:
+    """A Hub cache for org/tiny-ner: main and tag v1, whose layer_2 weights differ."""
+    repo = tmp_path / "cache" / "models--org--tiny-ner"
+    main_commit, v1_commit = "a" * 40, "b" * 40
+    shutil.copytree(tiny_bundle, repo / "snapshots" / main_commit)
+    make_bundle(repo / "snapshots" / v1_commit, seed=1)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(main_commit)
+    (repo / "refs" / "v1").write_text(v1_commit)
+    return tmp_path / "cache", main_commit, v1_commit
+
+
+@pytest.mark.parametrize("revision", [None, "v1"])
+def test_fresh_process_loads_hub_repo_id_from_cache_at_the_given_revision(tiny_bundle, tmp_path, revision):
+    cache, main_commit, v1_commit = hub_cache_with_two_revisions(tiny_bundle, tmp_path)
+    code = (
+        "from transformers import pipeline\n"
+        f"ner = pipeline('radiology-ner', model='org/tiny-ner', revision={revision!r}, trust_remote_code=True)\n"
+        "print([float(m.classifier.weight.sum()) for m in ner.layer_models])"
+    )
+    sums = eval(run_fresh(code, tmp_path, HF_HUB_CACHE=str(cache), HF_HUB_OFFLINE="1").strip().splitlines()[-1])
+    snapshot = cache / "models--org--tiny-ner" / "snapshots" / (v1_commit if revision else main_commit)
+    expected = [
+        float(AutoModelForTokenClassification.from_pretrained(snapshot / sub).classifier.weight.sum())
+        for sub in ("", "layer_2", "layer_3")
+    ]
+    assert sums == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("layer", ["", "layer_2", "layer_3"])
+def test_each_layer_works_alone_in_the_stock_pipeline(tiny_bundle, layer):
+    stock = pipeline("token-classification", model=str(tiny_bundle / layer))
+    assert isinstance(stock(REPORT), list)
+    assert len(stock.tokenizer) == len(AutoTokenizer.from_pretrained(tiny_bundle))
+
+
+HARD_TEXTS = {
+    "crlf": "Riñón derecho:\r\nquiste simple\r\n\r\nsin dilatación.\r\n",
+    "tabs": "DAP\t4 mm\t\tRD\tleve",
+    "emoji": "Quiste 👍🏽 en RD 🩻 leve ectasia",
+    "combining": "Ecografi\u0301a: pequen\u0303o quiste en rin\u0303o\u0301n",
+    "control": "Quiste\x00 simple\x07 en\x1b RD\u200b leve\ufeff.",
+    "one_word": "a" * 5000,
+    "empty": "",
+    "spaces": " \n\t\r\n ",
+}
+
+
+@pytest.mark.parametrize("name", HARD_TEXTS)
+def test_offsets_on_hard_inputs(tiny_bundle, name):
+    ner = hf_pipeline.load_pipeline(tiny_bundle)
+    text = HARD_TEXTS[name]
+    entities = ner(text)
+    assert_well_formed(text, entities)
+    if not text.strip():
+        assert entities == []
+
+
+def test_two_hundred_thousand_characters_nothing_truncated(tiny_bundle):
+    ner = hf_pipeline.load_pipeline(tiny_bundle)
+    texts = [doc.text for doc in read_corpus(SAMPLE_CORPUS / "train").documents]
+    text = "\n".join(texts * (200_000 // sum(map(len, texts)) + 1))[:200_000]
+    entities = ner(text, batch_size=32)
+    assert_well_formed(text, entities)
+    assert max(e["end"] for e in entities) > 190_000  # predictions reach the end of the text
+
+
+@pytest.fixture(scope="module")
+def quiste_bundle(tmp_path_factory) -> Path:
+    """Layer models trained for a few seconds: 'quiste' is a Finding, 'RD' an Abbreviation (layer 2)."""
+    torch.manual_seed(0)
+    rng = random.Random(0)
+    filler = "el de la en con sin riñón hígado bazo vejiga imagen leve normal tamaño eco".split()
+    tokenizer = train_wordpiece([" ".join(filler + ["quiste", "RD"])] * 3, vocab_size=120, model_max_length=32)
+    labels = label_names(SPRADIE_TYPES)
+    sentences = [[rng.choice(filler + ["quiste", "RD"]) for _ in range(20)] for _ in range(64)]
+    targets = {1: {"quiste": "Finding"}, 2: {"RD": "Abbreviation"}, 3: {}}
+    models = []
+    for layer in (1, 2, 3):
+        model = build_tiny_model(tokenizer, labels, max_position_embeddings=32, hidden_size=32)
+        tags = [[labels.index(f"B-{targets[layer][w]}") if w in targets[layer] else 0 for w in s] for s in sentences]
+        optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3)
+        encoded = tokenizer(sentences, is_split_into_words=True, return_tensors="pt", padding=True)
+        label_tensor = torch.full(encoded["input_ids"].shape, -100)
+        for row, words in enumerate(tags):
+            for position, word in enumerate(encoded.word_ids(row)):
+                if word is not None:
+                    label_tensor[row, position] = words[word]
+        model.train()
+        for _ in range(60):
+            optimizer.zero_grad()
+            model(**encoded, labels=label_tensor).loss.backward()
+            optimizer.step()
+        models.append(model.eval())
+    return hf_pipeline.save_bundle(models, tokenizer, tmp_path_factory.mktemp("quiste") / "bundle")
+
+
+def test_entity_beyond_the_first_window_is_found(quiste_bundle):
+    ner = hf_pipeline.load_pipeline(quiste_bundle)
+    text = "el riñón normal " * 100 + "con quiste en RD " + "la vejiga normal " * 20
+    entities = ner(text)
+    assert ner.max_window == 32 and len(word_spans(text)) > 10 * 32
+    start = text.index("quiste")
+    assert {"entity_group": "Finding", "start": start, "end": start + 6, "layer": 1}.items() <= next(
+        e for e in entities if e["start"] == start
+    ).items()
+    rd = text.index("RD")
+    assert any(e["start"] == rd and e["entity_group"] == "Abbreviation" and e["layer"] == 2 for e in entities)
+    assert not any(e["layer"] == 3 for e in entities)
+    assert ner(text, layers=[2]) == [e for e in entities if e["layer"] == 2]
+
+
+def test_output_equals_decoding_each_layers_argmax_by_hand(tiny_bundle):
+    ner = hf_pipeline.load_pipeline(tiny_bundle)
+    text = "Quiste de 3,5 mm en RD."
+    spans = word_spans(text)
+    encoded = ner.tokenizer([text[s:e] for s, e in spans], is_split_into_words=True, return_tensors="pt")
+    word_ids = encoded.word_ids()
+    first = [word_ids.index(w) for w in range(len(spans))]
+    expected = []
+    with torch.no_grad():
+        for layer, model in enumerate(ner.layer_models, start=1):
+            probs = model(**encoded).logits[0].softmax(-1)
+            ids = [int(probs[p].argmax()) for p in first]
+            for span in decode_bio([model.config.id2label[i] for i in ids]):
+                score = sum(float(probs[first[w], ids[w]]) for w in range(span.first, span.last + 1))
+                score /= span.last - span.first + 1
+                expected.append((span.type, spans[span.first][0], spans[span.last][1], layer, round(score, 5)))
+    got = [(e["entity_group"], e["start"], e["end"], e["layer"], round(e["score"], 5)) for e in ner(text)]
+    assert got == sorted(expected, key=lambda x: (x[1], -x[2], x[3]))
+
+
+def test_batch_list_generator_and_single_calls_agree(tiny_bundle):
+    ner = hf_pipeline.load_pipeline(tiny_bundle)
+    texts = [REPORT, "", "RD leve.", HARD_TEXTS["crlf"] * 30]
+    single = [ner(text) for text in texts]
+    assert ner(texts, batch_size=4) == single
+    assert list(ner((t for t in texts), batch_size=3)) == single
+
+
+def test_non_string_inputs_raise_type_error(tiny_bundle):
+    ner = hf_pipeline.load_pipeline(tiny_bundle)
+    with pytest.raises(TypeError, match="got int"):
+        ner(42)
+    with pytest.raises(TypeError, match="got bytes"):
+        ner(["ok", b"bytes"])
+
+
+def test_bundle_whose_layers_disagree_is_refused(tiny_bundle, tmp_path):
+    other = make_bundle(tmp_path / "other", seed=2)
+    broken = shutil.copytree(tiny_bundle, tmp_path / "vocab")
+    model = AutoModelForTokenClassification.from_pretrained(other / "layer_2")
+    model.resize_token_embeddings(model.config.vocab_size + 8)
+    model.save_pretrained(broken / "layer_2")
+    with pytest.raises(ValueError, match="Layer 2 has a vocabulary of"):
+        hf_pipeline.load_pipeline(broken)
+    relabelled = shutil.copytree(tiny_bundle, tmp_path / "labels")
+    config = json.loads((relabelled / "layer_3" / "config.json").read_text())
+    config["id2label"]["1"], config["label2id"] = "B-Other", {}
+    (relabelled / "layer_3" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="Layer 3 has labels"):
+        hf_pipeline.load_pipeline(relabelled)
+
+
+def test_missing_layer_folder_is_a_clear_error(tiny_bundle, tmp_path):
+    broken = shutil.copytree(tiny_bundle, tmp_path / "b")
+    shutil.rmtree(broken / "layer_3")
+    with pytest.raises(OSError, match="has no layer_3/config.json"):
+        hf_pipeline.load_pipeline(broken)
+
+
+def test_layers_option_is_validated(tiny_bundle):
+    ner = hf_pipeline.load_pipeline(tiny_bundle)
+    assert {e["layer"] for e in ner(REPORT, layers=[1, 3])} <= {1, 3}
+    with pytest.raises(ValueError, match="not in this bundle"):
+        ner(REPORT, layers=[4])
+
+
+def test_predict_cli_brat_jsonl_and_rerun(tiny_bundle, tmp_path, capsys):
+    gold = SAMPLE_CORPUS / "test"
+    args = ["--model", str(tiny_bundle), "--input", str(gold), "--output", str(tmp_path / "brat")]
+    assert predict_main(args) == 0
+    count = len(list(gold.rglob("*.txt")))
+    assert f"predicted {count} report(s)" in capsys.readouterr().out
+    assert predict_main(args) == 0 and "predicted 0 report(s)" in capsys.readouterr().out
+    assert predict_main(args + ["--overwrite"]) == 0 and f"predicted {count}" in capsys.readouterr().out
+    from hf_pipeline.score import score_folders
+
+    assert score_folders(gold, tmp_path / "brat").missing_predictions == 0
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps({"id": "a", "text": REPORT}) + "\n" + json.dumps({"text": "RD"}) + "\n")
+    out = tmp_path / "jsonl"
+    assert (
+        predict_main(["--model", str(tiny_bundle), "--input", str(source), "--output", str(out), "--format", "jsonl"])
+        == 0
+    )
+    records = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in records] == ["a", "2"]
+    assert records[0]["entities"] == json.loads(json.dumps(hf_pipeline.load_pipeline(tiny_bundle)(REPORT)))
+    source.write_text("{not json}\n")
+    assert (
+        predict_main(["--model", str(tiny_bundle), "--input", str(source), "--output", str(out), "--format", "jsonl"])
+        == 2
+    )
+    assert "in.jsonl:1: expected a JSON object" in capsys.readouterr().err
