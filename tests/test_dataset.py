@@ -1,0 +1,139 @@
+"""The dataset builder, the export to Parquet + card, the CLI, and the bundled sample corpus."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import datasets
+import pytest
+import yaml
+
+from hf_dataset import SAMPLE_CORPUS, SPRADIE_TYPES, BratError, build, label_names, read_corpus
+from hf_dataset.__main__ import main as cli
+from hf_dataset.builder import find_splits
+
+from .conftest import NUBES, REPO
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return build()
+
+
+def test_sample_corpus_offsets_ids_and_phenomena():
+    splits = {name: read_corpus(folder) for name, folder in find_splits(SAMPLE_CORPUS).items()}
+    assert {name: len(c.documents) for name, c in splits.items()} == {"train": 24, "validation": 8, "test": 8}
+    for corpus in splits.values():
+        assert corpus.invalid == []
+        assert {e.type for d in corpus.documents for e in d.entities} == set(SPRADIE_TYPES)
+        assert any(len(e.fragments) > 1 for d in corpus.documents for e in d.entities)
+        for doc in corpus.documents:
+            ids = [e.id for e in doc.entities]
+            assert len(ids) == len(set(ids))
+            for entity in doc.entities:
+                assert entity.text == " ".join(doc.text[s:e] for s, e in entity.fragments)
+    assert "synthetic" in (SAMPLE_CORPUS / "README.md").read_text(encoding="utf-8").lower()
+
+
+def test_sample_builds_with_every_entity_accounted_for(sample):
+    dataset, builder = sample
+    assert set(dataset) == {"train", "validation", "test"}
+    for name, layered in builder.splits.items():
+        stats = layered.statistics
+        assert stats.read == stats.encoded + stats.merged + stats.dropped + stats.invalid
+        assert stats.read == sum(len(d.entities) for d in read_corpus(find_splits(SAMPLE_CORPUS)[name]).documents)
+        assert stats.encoded <= sum(stats.per_layer.values()) <= stats.encoded + stats.merged  # twins share a layer
+    assert builder.splits["train"].statistics.dropped > 0  # the depth-4 spots
+    assert sum(s.statistics.discontinuous for s in builder.splits.values()) >= 8
+
+
+def test_rows_follow_the_schema(sample):
+    dataset, _ = sample
+    names = label_names(SPRADIE_TYPES)
+    row = dataset["train"][0]
+    assert list(row) == ["id", "text", "tokens", "token_offsets", "ner_tags_1", "ner_tags_2", "ner_tags_3", "entities"]
+    for column in ("ner_tags_1", "ner_tags_2", "ner_tags_3"):
+        assert dataset["train"].features[column].feature.names == names
+    assert [row["text"][s:e] for s, e in row["token_offsets"]] == row["tokens"]
+    for entity in row["entities"]:
+        assert entity["text"] == " ".join(row["text"][s:e] for s, e in entity["fragments"])
+        assert entity["layer"] in (0, 1, 2, 3)
+
+
+def test_export_and_load_dataset_round_trip(sample, tmp_path):
+    dataset, builder = sample
+    from hf_dataset.card import export
+
+    export(dataset, builder, tmp_path, license="apache-2.0")
+    loaded = datasets.load_dataset(str(tmp_path))
+    assert loaded["train"].features == dataset["train"].features
+    assert loaded["test"].features["ner_tags_2"].feature.names == label_names(SPRADIE_TYPES)
+    assert loaded["validation"].to_list() == dataset["validation"].to_list()
+    card = (tmp_path / "README.md").read_text(encoding="utf-8")
+    meta = yaml.safe_load(card.split("---")[1])
+    assert meta["language"] == ["es"] and meta["task_categories"] == ["token-classification"]
+    assert "oracle exact F1" in card and "dropped for depth" in card and "synthetic" not in meta.get("pretty_name", "")
+    stats = json.loads((tmp_path / "statistics.json").read_text())
+    assert stats["train"]["oracle"]["exact_f1"] == builder.splits["train"].statistics.oracle["exact_f1"]
+
+
+def test_nubes_sample_builds_with_types_auto(tmp_path):
+    assert cli(["build", "--brat_dir", str(NUBES / "SAMPLE-001"), "--types", "auto", "--output_dir", str(tmp_path)]) == 0
+    loaded = datasets.load_dataset(str(tmp_path))
+    assert len(loaded["train"]) == 96
+    assert "B-NegSynMarker" in loaded["train"].features["ner_tags_1"].feature.names
+
+
+def test_default_types_on_a_foreign_corpus_is_a_clear_error(capsys):
+    assert cli(["stats", "--brat_dir", str(NUBES / "IULA+")]) == 2
+    message = capsys.readouterr().err
+    assert "outside the label set" in message and "--types auto" in message and "NegSynMarker" in message
+
+
+def test_skip_invalid_counts_types_outside_the_label_set(capsys):
+    assert cli(["stats", "--brat_dir", str(NUBES / "IULA+"), "--types", "DISO,BODY", "--skip_invalid", "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)["train"]
+    total = sum(len(d.entities) for d in read_corpus(NUBES / "IULA+").documents)
+    assert stats["read"] == total and stats["invalid"] == total - stats["per_type"]["DISO"] - stats["per_type"]["BODY"]
+
+
+def test_split_folders_dev_is_validation(tmp_path):
+    for split in ("train", "dev", "test"):
+        shutil.copytree(SAMPLE_CORPUS / ("validation" if split == "dev" else split), tmp_path / split)
+    assert set(find_splits(tmp_path)) == {"train", "validation", "test"}
+    (tmp_path / "validation").mkdir()
+    with pytest.raises(ValueError, match="both dev/ and validation/"):
+        find_splits(tmp_path)
+
+
+def test_mismatch_is_reported_then_skipped_and_counted(tmp_path):
+    shutil.copytree(SAMPLE_CORPUS / "test", tmp_path / "c")
+    ann = sorted((tmp_path / "c").glob("*.ann"))[0]
+    lines = ann.read_text(encoding="utf-8").splitlines()
+    entity_id, header, text = lines[0].split("\t")
+    lines[0] = f"{entity_id}\t{header}\tXX{text}"
+    ann.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(BratError, match=rf"{ann.name}:1: {entity_id}: the .ann says"):
+        build(tmp_path / "c")
+    _, builder = build(tmp_path / "c", skip_invalid=True)
+    assert builder.splits["train"].statistics.invalid == 1
+
+
+def test_cli_builds_the_bundled_sample_in_a_subprocess(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "hf_dataset", "build", "--output_dir", str(tmp_path), "--discontinuous", "split"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "train: 24 reports" in result.stdout
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == [
+        "test-00000-of-00001.parquet",
+        "train-00000-of-00001.parquet",
+        "validation-00000-of-00001.parquet",
+    ]
