@@ -38,7 +38,8 @@ SPLIT_FOLDERS = {"train": "train", "dev": "validation", "validation": "validatio
 def find_splits(brat_dir: str | Path) -> dict[str, Path]:
     """Map split names to folders: ``train/``, ``dev/`` or ``validation/``, ``test/``; else the folder is ``train``."""
     brat_dir = Path(brat_dir)
-    found = {SPLIT_FOLDERS[p.name]: p for p in sorted(brat_dir.iterdir()) if p.is_dir() and p.name in SPLIT_FOLDERS}
+    found = {SPLIT_FOLDERS[p.name]: p for p in brat_dir.iterdir() if p.is_dir() and p.name in SPLIT_FOLDERS}
+    found = {split: found[split] for split in ("train", "validation", "test") if split in found}
     if "dev" in {p.name for p in brat_dir.iterdir()} and (brat_dir / "validation").is_dir():
         raise ValueError(f"{brat_dir} has both dev/ and validation/; keep one of them.")
     return found or {"train": brat_dir}
