@@ -59,7 +59,7 @@ SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 TINY_PRESET: dict[str, Any] = {
     "max_seq_length": 128,
     "doc_stride": 32,
-    "num_train_epochs": 40,
+    "num_train_epochs": 150,
     "learning_rate": 2e-3,
     "warmup_ratio": 0.05,
     "per_device_train_batch_size": 8,
@@ -197,17 +197,16 @@ def windowed_features(
 ) -> list[dict[str, list[int]]]:
     """One report as overlapping windows of at most ``max_length`` tokens; nothing is truncated."""
     encoding = tokenizer(words, is_split_into_words=True, add_special_tokens=False, verbose=False)
-    ids, word_ids = encoding["input_ids"], encoding.word_ids()
+    ids, labels = encoding["input_ids"], align_labels(encoding.word_ids(), word_labels)
     window = max_length - 2
     features = []
     for start in window_starts(len(ids), window, overlap=stride):
-        window_words = [None, *word_ids[start : start + window], None]
         input_ids = [tokenizer.cls_token_id, *ids[start : start + window], tokenizer.sep_token_id]
         features.append(
             {
                 "input_ids": input_ids,
                 "attention_mask": [1] * len(input_ids),
-                "labels": align_labels(window_words, word_labels),
+                "labels": [-100, *labels[start : start + window], -100],
             }
         )
     return features
@@ -292,8 +291,7 @@ def base_tokenizer(
     model_args: ModelArguments, dataset: datasets.DatasetDict, max_length: int
 ) -> PreTrainedTokenizerBase:
     if model_args.preset == "tiny":
-        return train_wordpiece(dataset["train"]["text"], model_max_length=max_length)
-    check_model_reachable(model_args.model_name_or_path)
+        return train_wordpiece(list(dataset["train"]["text"]), model_max_length=max_length)
     return AutoTokenizer.from_pretrained(model_args.model_name_or_path)
 
 
@@ -398,7 +396,7 @@ def evaluate_bundle(bundle: Path, dataset: datasets.DatasetDict, out: Path, batc
     for name, split in dataset.items():
         folder = out / "predictions" / name
         predicted = {}
-        outputs = recognizer(split["text"], batch_size=batch_size)
+        outputs = recognizer(list(split["text"]), batch_size=batch_size)
         for row, entities in zip(split, outputs):
             predicted[row["id"]] = [Entity(e["entity_group"], ((e["start"], e["end"]),)) for e in entities]
             path = folder / f"{row['id']}.ann"
@@ -417,6 +415,8 @@ def evaluate_bundle(bundle: Path, dataset: datasets.DatasetDict, out: Path, batc
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     data_args, model_args, training_args = parse_arguments(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    if model_args.preset is None:
+        check_model_reachable(model_args.model_name_or_path)
     dataset = load_data(data_args)
     tokenizer = base_tokenizer(model_args, dataset, data_args.max_seq_length)
     layer_count = sum(1 for name in dataset["train"].features if name.startswith("ner_tags_"))

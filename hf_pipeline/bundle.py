@@ -20,6 +20,7 @@ from typing import Any
 from transformers import Pipeline, PreTrainedModel, PreTrainedTokenizerBase, pipeline
 
 from hf_pipeline import radiology_ner
+from hf_pipeline.model_card import write_model_card
 from hf_pipeline.radiology_ner import LAYER_FOLDER, LAYERS_CONFIG_KEY, RadiologyNerPipeline
 
 TASK = "radiology-ner"
@@ -64,6 +65,13 @@ def save_bundle(
         folder = output_dir / LAYER_FOLDER.format(number)
         model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
+    if not (output_dir / "README.md").exists():
+        write_model_card(
+            output_dir,
+            labels=[root_model.config.id2label[i] for i in sorted(root_model.config.id2label)],
+            base_model=getattr(root_model.config, "_name_or_path", None) or None,
+            dataset=None,
+        )
     return output_dir
 
 

@@ -1,0 +1,266 @@
+"""Write the model card (``README.md``) of a bundle: Hub metadata, usage, training settings and results.
+
+Uses only ``huggingface_hub`` and the standard library, so it runs wherever a bundle is published from.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+TAGS = ["token-classification", "ner", "nested-ner", "medical", "radiology", "spanish", "custom_code"]
+LOCAL_CORPUS = "local corpus"
+EXAMPLE = "Riñón derecho de 7,2 cm sin dilatación de la vía excretora."
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+
+CITATIONS = """```bibtex
+@inproceedings{solartepabon2021radiology,
+  title     = {Information Extraction from {Spanish} Radiology Reports using multilingual {BERT}},
+  author    = {Solarte-Pab{\\'o}n, Oswaldo and Montenegro, Orlando and Blazquez-Herranz, Alvaro and
+               Saputro, Hadi and Rodriguez-Gonz{\\'a}lez, Alejandro and Menasalvas, Ernestina},
+  booktitle = {Working Notes of CLEF 2021 - Conference and Labs of the Evaluation Forum},
+  year      = {2021}
+}
+
+@inproceedings{cotik2021spradie,
+  title     = {Overview of {CLEF} {eHealth} Task 1 - {SpRadIE}: A challenge on information extraction from
+               {Spanish} Radiology Reports},
+  author    = {Cotik, Viviana and Alemany, Laura Alonso and Filippo, Dar{\\'i}o and Luque, Franco and
+               Roller, Roland and Vivaldi, Jorge and Ayach, Ammer and Carranza, Fernando and
+               De Francesca, Lucas and Dellanzo, Anabella and Urquiza, Macarena Fern{\\'a}ndez},
+  booktitle = {Working Notes of CLEF 2021 - Conference and Labs of the Evaluation Forum},
+  year      = {2021}
+}
+```"""
+
+
+def is_hub_id(name: str | None) -> bool:
+    """Whether ``name`` can be a Hub repo id (``name`` or ``owner/name``) rather than a local folder.
+
+    >>> is_hub_id("google-bert/bert-base-multilingual-cased"), is_hub_id("/data/model"), is_hub_id(None)
+    (True, False, False)
+    """
+    return bool(name) and HUB_ID.match(name) is not None and not Path(name).exists()
+
+
+def entity_types(labels: list[str]) -> list[str]:
+    """The entity types of IOB2 label names, in label order.
+
+    >>> entity_types(["O", "B-Finding", "I-Finding", "B-Measure", "I-Measure"])
+    ['Finding', 'Measure']
+    """
+    return list(dict.fromkeys(label[2:] for label in labels if label[:2] in ("B-", "I-")))
+
+
+def write_model_card(
+    bundle_dir: str | Path,
+    *,
+    labels: list[str],
+    base_model: str | None,
+    dataset: str | None,
+    training: dict | None = None,
+    results: dict | None = None,
+    license: str = "apache-2.0",
+    repo_id: str | None = None,
+) -> Path:
+    """Write ``bundle_dir/README.md``, replacing any card already there.
+
+    Args:
+        bundle_dir: the bundle folder written by ``save_bundle``.
+        labels: the IOB2 label names of the models (``O``, ``B-T``, ``I-T`` ...).
+        base_model: the checkpoint the layers were fine-tuned from; ``None`` when trained from scratch
+            (the ``tiny`` preset). Only a Hub id goes into the metadata; a local folder is named in the text.
+        dataset: the training dataset (Hub id or local folder); ``None`` for a local brat corpus.
+        training: training settings, shown as a table.
+        results: ``eval_results.json`` of ``train.py``: ``{split: {"exact": {...}, "lenient": {...}, ...}}``.
+        license: the license of the weights.
+        repo_id: the Hub repo the bundle is meant for; used in the usage example and as the model-index name.
+
+    Returns:
+        The path of the card.
+    """
+    bundle_dir = Path(bundle_dir)
+    name = repo_id or bundle_dir.name
+    data = ModelCardData(
+        language="es",
+        license=license,
+        library_name="transformers",
+        pipeline_tag="token-classification",
+        tags=TAGS,
+        datasets=[dataset] if is_hub_id(dataset) else None,
+        base_model=base_model if is_hub_id(base_model) else None,
+        model_name=name.split("/")[-1] if results else None,  # the model-index name
+        eval_results=eval_results(results, dataset) if results else None,
+    )
+    body = card_body(name, labels, base_model, dataset, training, results, repo_id)
+    path = bundle_dir / "README.md"
+    ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}").save(path)
+    return path
+
+
+def eval_results(results: dict[str, Any], dataset: str | None) -> list[EvalResult]:
+    """One exact-F1 and one lenient-F1 ``EvalResult`` per split."""
+    return [
+        EvalResult(
+            task_type="token-classification",
+            task_name="Nested named entity recognition",
+            dataset_type=dataset or LOCAL_CORPUS,
+            dataset_name=dataset or LOCAL_CORPUS,
+            dataset_split=split,
+            metric_type="f1",
+            metric_name=f"{mode} F1",
+            metric_value=scores[mode]["f1"],
+        )
+        for split, scores in results.items()
+        for mode in ("exact", "lenient")
+    ]
+
+
+def card_body(
+    name: str,
+    labels: list[str],
+    base_model: str | None,
+    dataset: str | None,
+    training: dict | None,
+    results: dict | None,
+    repo_id: str | None,
+) -> str:
+    sections = [
+        overview(name, base_model, dataset),
+        labels_section(labels),
+        usage(repo_id),
+        training_section(training),
+        results_section(results),
+        limitations(base_model),
+        f"## Citation\n\n{CITATIONS}\n",
+    ]
+    return "\n".join(section for section in sections if section)
+
+
+def overview(name: str, base_model: str | None, dataset: str | None) -> str:
+    origin = (
+        f"fine-tuned from `{base_model}`"
+        if base_model
+        else "trained from scratch (the `tiny` preset: a small BERT and WordPiece tokenizer, for tests and demos)"
+    )
+    return f"""# {name.split("/")[-1]}
+
+Named entity recognition for **Spanish radiology reports** whose entities overlap and nest (a `Finding`
+inside an `Anatomical_Entity`, a `Measure` inside a `Finding` ...). It returns every entity with its type,
+its layer and its exact character offsets into the input text.
+
+**Method** (Solarte-Pabón et al., CLEF eHealth 2021, SpRadIE task): every word gets up to three IOB2 tags,
+one per nesting *layer*, and one BERT token classifier is trained per layer. This repo holds one model per
+layer: layer 1 at the root, the others in `layer_2/`, `layer_3/`, each with its own copy of the tokenizer so
+that every layer also works alone in the stock `token-classification` pipeline. The `radiology-ner`
+pipeline (`radiology_ner.py`) tokenizes once, runs every layer's model and merges their entities.
+
+Models {origin}; training data: {f"`{dataset}`" if dataset else "a local brat corpus"}.
+"""
+
+
+def labels_section(labels: list[str]) -> str:
+    types = ", ".join(f"`{entity_type}`" for entity_type in entity_types(labels))
+    return f"""## Entity labels
+
+{types}
+
+Each layer predicts the IOB2 labels `O`, `B-<type>`, `I-<type>` ({len(labels)} labels).
+"""
+
+
+def usage(repo_id: str | None) -> str:
+    model = repo_id or "<repo_id>"
+    return f"""## How to use
+
+```python
+from transformers import pipeline
+
+ner = pipeline("radiology-ner", model="{model}", revision="<commit sha>", trust_remote_code=True)
+ner("{EXAMPLE}")
+```
+
+`trust_remote_code=True` runs this repo's `radiology_ner.py` on your machine: read it first, and pin
+`revision` to the commit you read so that later pushes cannot change the code you run.
+
+With the project installed, no remote code is needed (this also works on a local bundle folder):
+
+```python
+import hf_pipeline
+
+ner = hf_pipeline.load_pipeline("path/to/bundle")
+```
+
+Output, per text: a list of dicts with keys `entity_group` (type), `score` (mean word probability), `word`
+(the entity text), `start`, `end` (end-exclusive character offsets: `text[start:end] == word`) and `layer`,
+sorted by (start, -end, layer). Long texts are split into overlapping windows; nothing is truncated.
+"""
+
+
+def training_section(training: dict | None) -> str:
+    if not training:
+        return ""
+    rows = "\n".join(f"| `{key}` | {value} |" for key, value in training.items())
+    return f"""## Training
+
+| setting | value |
+| --- | --- |
+{rows}
+"""
+
+
+def results_section(results: dict | None) -> str:
+    if not results:
+        return ""
+    parts = [
+        "## Results\n\nScored with the SpRadIE scorer: per document and type, the one-to-one matching of gold"
+        " and predicted entities that maximises the Jaccard similarity of their characters; *exact* counts"
+        " identical fragments only, *lenient* counts the Jaccard similarity. Micro-averaged.\n"
+    ]
+    for split, scores in results.items():
+        parts.append(split_results(split, scores))
+    return "\n".join(parts)
+
+
+def split_results(split: str, scores: dict[str, Any]) -> str:
+    rows = [score_row("**all**", scores)]
+    rows += [score_row(entity_type, per_type) for entity_type, per_type in scores.get("per_type", {}).items()]
+    oracle = scores.get("oracle")
+    ceiling = (
+        f"\nOracle (gold tags decoded back to entities: the ceiling of the layered method on this split): "
+        f"exact F1 {oracle['exact_f1']:.4f}, lenient F1 {oracle['lenient_f1']:.4f}.\n"
+        if oracle
+        else ""
+    )
+    return f"""### {split}
+
+| type | exact P | exact R | exact F1 | lenient P | lenient R | lenient F1 | gold | predicted |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- |
+{chr(10).join(rows)}
+{ceiling}"""
+
+
+def score_row(name: str, scores: dict[str, Any]) -> str:
+    exact, lenient = scores["exact"], scores["lenient"]
+    cells = [exact["precision"], exact["recall"], exact["f1"], lenient["precision"], lenient["recall"], lenient["f1"]]
+    numbers = " | ".join(f"{value:.4f}" for value in cells)
+    return f"| {name} | {numbers} | {scores.get('gold', '')} | {scores.get('predicted', '')} |"
+
+
+def limitations(base_model: str | None) -> str:
+    tiny = (
+        "\n- These weights come from the `tiny` preset, trained on a small synthetic sample: they show the"
+        " mechanics only and are not useful for real reports.\n"
+        if base_model is None
+        else ""
+    )
+    return f"""## Limitations
+
+- For research only. Not a medical device: do not use it for clinical decisions.
+- Trained on one corpus (see above); reports from other hospitals, modalities or writing styles will score lower.
+- At most three nesting layers: deeper nesting is not represented; discontinuous entities are predicted as
+  their hull (first start to last end).{tiny}
+"""

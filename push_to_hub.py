@@ -1,0 +1,368 @@
+"""Publish a model bundle, a dataset folder or the Gradio Space to the Hugging Face Hub.
+
+    python push_to_hub.py model --model_dir OUT/model --repo_id ORG/NAME [--private] [--revision BRANCH] [--dry_run]
+    python push_to_hub.py dataset --dataset_dir DIR --repo_id ORG/NAME [--public] [--dry_run]
+    python push_to_hub.py space --space_dir space --repo_id ORG/NAME --model_id ORG/NAME [--dry_run]
+
+Every run first checks the folder (layout, card metadata, no training data in a model repo, no secrets) and
+prints the plan: repo, visibility, revision, every file with its size. ``--dry_run`` stops there and touches
+no network. Exit codes: 0 done, 1 the Hub could not be used (offline, no token, unreachable), 2 a check failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import re
+import sys
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from huggingface_hub import DatasetCard, HfApi, ModelCard, SpaceCard, constants, get_token
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
+
+try:  # the HTTP client of huggingface_hub: httpx2 from 2.x, httpx before
+    from httpx2 import HTTPError as HubTransportError
+except ImportError:  # pragma: no cover
+    from httpx import HTTPError as HubTransportError
+
+IGNORE_PATTERNS = [
+    ".git/*",
+    "*/.git/*",
+    "__pycache__/*",
+    "*/__pycache__/*",
+    "*.pyc",
+    "checkpoint-*/*",
+    "*/checkpoint-*/*",
+]
+TRAINING_DATA_PATTERNS = ["*.parquet", "*.arrow", "*.jsonl", "*.conll", "*.csv", "*.tsv", "*.ann"]
+SECRET_FILE_PATTERNS = [".env", "*.pem", "id_rsa*", ".netrc"]
+BINARY_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".onnx", ".h5", ".msgpack", ".parquet", ".arrow"}
+BINARY_SUFFIXES |= {".png", ".jpg", ".jpeg", ".gif", ".webp", ".ico", ".zip", ".gz"}
+HF_TOKEN_PATTERN = re.compile(rb"hf_[A-Za-z0-9]{30,}")
+TOKENIZER_FILES = ["tokenizer.json", "vocab.txt", "sentencepiece.bpe.model", "spiece.model"]
+NETWORK_TIMEOUT_S = 5
+CHECK_FAILED, HUB_FAILED = 2, 1
+PUBLIC_DATASET_WARNING = (
+    "warning: --public makes this dataset visible to everyone. Clinical corpora usually come under a data-use "
+    "agreement that forbids redistribution: publish only data you are allowed to share."
+)
+
+
+class CheckFailed(Exception):
+    """The folder is not ready to publish; the message names the file and the fix."""
+
+
+class HubUnavailable(Exception):
+    """The Hub cannot be used right now (offline mode, no token, no network); the message says what to do."""
+
+
+@dataclass
+class Plan:
+    """What a push would do: which files go to which repo, and how."""
+
+    repo_type: str
+    repo_id: str
+    folder: Path
+    files: list[str]
+    private: bool
+    revision: str | None = None
+    space_variables: dict[str, str] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------------------ files
+
+
+def upload_files(folder: Path) -> list[str]:
+    """Relative POSIX paths of the files ``upload_folder`` sends, with this script's ignore patterns applied."""
+    files = []
+    for path in sorted(folder.rglob("*")):
+        relative = path.relative_to(folder).as_posix()
+        if path.is_file() and not any(fnmatch.fnmatchcase(relative, pattern) for pattern in IGNORE_PATTERNS):
+            files.append(relative)
+    return files
+
+
+def matches(relative: str, patterns: list[str]) -> bool:
+    """Whether the file name (not the folder part) of ``relative`` matches one of ``patterns``."""
+    name = relative.rsplit("/", 1)[-1]
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+
+
+def human_size(size: int) -> str:
+    """
+    >>> human_size(512), human_size(2048), human_size(3 * 1024**3)
+    ('512 B', '2.0 KiB', '3.0 GiB')
+    """
+    if size < 1024:
+        return f"{size} B"
+    value = size / 1024
+    for unit in ("KiB", "MiB"):
+        if value < 1024:
+            return f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
+
+
+# ----------------------------------------------------------------------------------------------- checks
+
+
+def check_common(folder: Path, files: list[str]) -> None:
+    """Checks for every repo type: a folder, no ``.git``, no secrets."""
+    if not folder.is_dir():
+        raise CheckFailed(f"{folder} is not a folder: pass the folder to upload.")
+    git = next(folder.rglob(".git"), None)
+    if git is not None:
+        raise CheckFailed(f"{git} is a git checkout: upload from a plain folder (copy the files out of the clone).")
+    secrets = [relative for relative in files if matches(relative, SECRET_FILE_PATTERNS)]
+    if secrets:
+        raise CheckFailed(f"{folder} holds secret files {secrets}: move them out of the folder before publishing.")
+    for relative in files:
+        if Path(relative).suffix not in BINARY_SUFFIXES and HF_TOKEN_PATTERN.search((folder / relative).read_bytes()):
+            raise CheckFailed(
+                f"{folder / relative} contains what looks like a Hugging Face access token (hf_...): remove it, "
+                "and revoke the token at https://huggingface.co/settings/tokens."
+            )
+
+
+def load_card(readme: Path, card_class: type[ModelCard] | type[DatasetCard] | type[SpaceCard]):
+    """Parse ``README.md`` and its YAML front matter, or fail naming the file."""
+    if not readme.is_file():
+        raise CheckFailed(f"{readme} is missing: every Hub repo needs a card (README.md with YAML metadata).")
+    try:
+        card = card_class.load(readme)
+    except (ValueError, yaml.YAMLError) as error:
+        raise CheckFailed(f"{readme}: the YAML metadata does not parse ({error}); fix the front matter.") from error
+    if not card.data.to_dict():
+        raise CheckFailed(f"{readme} has no YAML metadata: add a '---' front matter block at the top.")
+    return card
+
+
+def check_model(folder: Path, files: list[str]) -> None:
+    """A complete radiology-ner bundle, its card, and no training data."""
+    from hf_pipeline.bundle import TASK  # imported here: only model pushes need transformers
+    from hf_pipeline.radiology_ner import LAYER_FOLDER, LAYERS_CONFIG_KEY
+
+    data_files = [
+        relative
+        for relative in files
+        if matches(relative, TRAINING_DATA_PATTERNS) or (relative.endswith(".txt") and f"{relative[:-4]}.ann" in files)
+    ]
+    if data_files:
+        raise CheckFailed(
+            f"{folder} holds training data files {data_files}: a model repo must not carry the corpus. "
+            "Move them out, or publish the data separately with `push_to_hub.py dataset`."
+        )
+    config = read_config(folder / "config.json")
+    impl = config.get("custom_pipelines", {}).get(TASK, {}).get("impl")
+    if not impl:
+        raise CheckFailed(
+            f"{folder / 'config.json'} has no custom_pipelines['{TASK}']: save the bundle with "
+            "hf_pipeline.save_bundle (train.py does)."
+        )
+    module = f"{impl.rsplit('.', 1)[0]}.py"
+    if module not in files:
+        raise CheckFailed(f"{folder / module} is missing: config.json points the pipeline at it; re-save the bundle.")
+    check_model_folder(folder, "", files)
+    for layer in config.get(LAYERS_CONFIG_KEY, [1])[1:]:
+        subfolder = f"{LAYER_FOLDER.format(layer)}/"
+        read_config(folder / subfolder / "config.json")
+        check_model_folder(folder, subfolder, files)
+    load_card(folder / "README.md", ModelCard)
+
+
+def read_config(path: Path) -> dict:
+    if not path.is_file():
+        raise CheckFailed(f"{path} is missing: the bundle is incomplete; re-save it with hf_pipeline.save_bundle.")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise CheckFailed(f"{path} is not valid JSON ({error}); re-save the bundle.") from error
+
+
+def check_model_folder(folder: Path, prefix: str, files: list[str]) -> None:
+    """Weights and tokenizer files of one layer (``prefix`` is ``""`` for the root, ``"layer_k/"`` otherwise)."""
+    weights = [f"{prefix}model.safetensors", f"{prefix}model.safetensors.index.json"]
+    if not any(name in files for name in weights):
+        raise CheckFailed(f"{folder / weights[0]} is missing: the bundle is incomplete; re-save it (train.py).")
+    if f"{prefix}tokenizer_config.json" not in files or not any(f"{prefix}{name}" in files for name in TOKENIZER_FILES):
+        raise CheckFailed(
+            f"{folder / prefix} lacks tokenizer files (tokenizer_config.json and one of {TOKENIZER_FILES}): "
+            "save the tokenizer there too (save_bundle does)."
+        )
+
+
+def check_dataset(folder: Path, files: list[str]) -> None:
+    """Parquet files under ``data/`` and a card whose YAML has ``configs``."""
+    if not any(fnmatch.fnmatchcase(relative, "data/*.parquet") for relative in files):
+        raise CheckFailed(f"{folder / 'data'} holds no .parquet files: export the dataset with `python -m hf_dataset`.")
+    card = load_card(folder / "README.md", DatasetCard)
+    if not card.data.get("configs"):
+        raise CheckFailed(
+            f"{folder / 'README.md'} has no `configs:` in its YAML: load_dataset would not find the splits; "
+            "re-export the dataset (hf_dataset.card.export writes it)."
+        )
+
+
+def check_space(folder: Path, files: list[str]) -> None:
+    """A Gradio Space card naming an app file that exists."""
+    readme = folder / "README.md"
+    card = load_card(readme, SpaceCard)
+    if card.data.get("sdk") != "gradio":
+        raise CheckFailed(f"{readme}: the YAML must say `sdk: gradio` (found {card.data.get('sdk')!r}).")
+    app_file = card.data.get("app_file")
+    if not app_file:
+        raise CheckFailed(f"{readme}: the YAML must name the app, e.g. `app_file: app.py`.")
+    if app_file not in files:
+        raise CheckFailed(f"{folder / app_file} is missing: the card's app_file names it.")
+
+
+CHECKS = {"model": check_model, "dataset": check_dataset, "space": check_space}
+
+
+def make_plan(args: argparse.Namespace) -> Plan:
+    """Check the folder for ``args.command`` and return what would be uploaded."""
+    try:
+        validate_repo_id(args.repo_id)
+    except HFValidationError as error:
+        raise CheckFailed(f"--repo_id {args.repo_id!r} is not a Hub repo id ({error}); use ORG/NAME.") from error
+    folder = Path(args.folder)
+    files = upload_files(folder) if folder.is_dir() else []
+    check_common(folder, files)
+    CHECKS[args.command](folder, files)
+    return Plan(
+        repo_type=args.command,
+        repo_id=args.repo_id,
+        folder=folder,
+        files=files,
+        private=args.private,
+        revision=args.revision,
+        space_variables={"MODEL_ID": args.model_id} if args.command == "space" else {},
+    )
+
+
+def print_plan(plan: Plan, dry_run: bool) -> None:
+    sizes = {relative: (plan.folder / relative).stat().st_size for relative in plan.files}
+    print(f"{'Dry run, nothing is sent' if dry_run else 'Uploading'}: {plan.folder} ->")
+    print(f"  repo:       {plan.repo_id} ({plan.repo_type})")
+    print(f"  visibility: {'private' if plan.private else 'public'}")
+    print(f"  revision:   {plan.revision or 'main'}")
+    for key, value in plan.space_variables.items():
+        print(f"  variable:   {key}={value} (Space variable)")
+    print("  files:")
+    for relative, size in sizes.items():
+        print(f"    {human_size(size):>10}  {relative}")
+    print(f"  total:      {len(sizes)} files, {human_size(sum(sizes.values()))}")
+
+
+# -------------------------------------------------------------------------------------------------- hub
+
+
+def require_hub() -> str:
+    """The token, once offline mode, login and network have been checked; fails within seconds otherwise."""
+    if constants.HF_HUB_OFFLINE:
+        raise HubUnavailable("HF_HUB_OFFLINE=1 is set: unset it to publish, or use --dry_run.")
+    token = get_token()
+    if not token:
+        raise HubUnavailable("No Hugging Face token: run `hf auth login` or set HF_TOKEN (a token with write access).")
+    request = urllib.request.Request(constants.ENDPOINT, method="HEAD")
+    try:
+        urllib.request.urlopen(request, timeout=NETWORK_TIMEOUT_S).close()
+    except urllib.error.HTTPError:
+        pass  # any HTTP answer means the Hub is reachable
+    except (urllib.error.URLError, OSError) as error:
+        raise HubUnavailable(
+            f"Cannot reach {constants.ENDPOINT} within {NETWORK_TIMEOUT_S} s ({error}): check the network, proxy "
+            "or HF_ENDPOINT, or use --dry_run."
+        ) from error
+    return token
+
+
+def push(plan: Plan, token: str) -> str:
+    """Create the repo (and branch), upload the folder, set Space variables; returns the commit URL."""
+    api = HfApi(token=token)
+    try:
+        api.create_repo(
+            plan.repo_id,
+            repo_type=plan.repo_type,
+            private=plan.private,
+            exist_ok=True,
+            space_sdk="gradio" if plan.repo_type == "space" else None,
+        )
+        if plan.revision:
+            api.create_branch(plan.repo_id, branch=plan.revision, repo_type=plan.repo_type, exist_ok=True)
+        commit = api.upload_folder(
+            folder_path=plan.folder,
+            repo_id=plan.repo_id,
+            repo_type=plan.repo_type,
+            revision=plan.revision,
+            commit_message=f"Upload {plan.repo_type} with push_to_hub.py",
+            ignore_patterns=IGNORE_PATTERNS,
+        )
+        for key, value in plan.space_variables.items():
+            api.add_space_variable(plan.repo_id, key, value)
+    except (OSError, HubTransportError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise HubUnavailable(f"Publishing {plan.repo_id} failed: {first_line}") from error
+    print(f"Done: {commit.commit_url}")
+    if plan.repo_type == "model":
+        print(f'Pin this version when loading with remote code: revision="{commit.oid}"')
+    return commit.commit_url
+
+
+# -------------------------------------------------------------------------------------------------- cli
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    model = commands.add_parser("model", help="a bundle folder written by train.py (OUT/model)")
+    model.add_argument("--model_dir", dest="folder", required=True)
+    model.add_argument("--private", action="store_true", help="create the repo private (default: public)")
+    model.add_argument("--revision", help="upload to this branch (created if missing) instead of main")
+    dataset = commands.add_parser("dataset", help="a folder written by `python -m hf_dataset` (data/*.parquet)")
+    dataset.add_argument("--dataset_dir", dest="folder", required=True)
+    dataset.add_argument(
+        "--public", dest="private", action="store_false", help="create the repo public (default: private)"
+    )
+    space = commands.add_parser("space", help="the Gradio demo folder (space/)")
+    space.add_argument("--space_dir", dest="folder", required=True)
+    space.set_defaults(private=False)
+    space.add_argument("--model_id", required=True, help="the model repo the demo loads (Space variable MODEL_ID)")
+    for sub in (model, dataset, space):
+        sub.add_argument("--repo_id", required=True, help="ORG/NAME on the Hub")
+        sub.add_argument("--dry_run", action="store_true", help="check and print the plan; touch no network")
+    parser.set_defaults(revision=None, model_id=None)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code (0 done, 1 Hub unavailable, 2 a check failed)."""
+    args = parse_args(argv)
+    if args.command == "dataset" and not args.private:
+        print(PUBLIC_DATASET_WARNING, file=sys.stderr)
+    try:
+        plan = make_plan(args)
+    except CheckFailed as error:
+        print(f"error: {error}", file=sys.stderr)
+        return CHECK_FAILED
+    if args.dry_run:
+        print_plan(plan, dry_run=True)
+        return 0
+    try:
+        token = require_hub()
+        print_plan(plan, dry_run=False)
+        push(plan, token)
+    except HubUnavailable as error:
+        print(f"error: {error}", file=sys.stderr)
+        return HUB_FAILED
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

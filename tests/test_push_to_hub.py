@@ -1,0 +1,206 @@
+"""push_to_hub.py on real tiny folders: dry-run plans, the checks that refuse a folder, and the offline error."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+from huggingface_hub import DatasetCard
+
+from hf_dataset.builder import build
+from hf_dataset.card import export
+from push_to_hub import human_size, main
+
+from .conftest import NUBES, REPO
+
+FAKE_TOKEN = "hf_" + "abcdefghijklmnopqrstuvwxyzABCDEFGH"  # 34 letters, not a real token
+SPACE_README = """---
+title: Radiology NER
+sdk: gradio
+sdk_version: 6.0.0
+app_file: app.py
+license: apache-2.0
+---
+
+Demo.
+"""
+
+
+@pytest.fixture
+def model_dir(tiny_bundle, tmp_path):
+    return shutil.copytree(tiny_bundle, tmp_path / "model")
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory):
+    dataset, builder = build(NUBES / "SAMPLE-001", types="auto")
+    return export(dataset, builder, tmp_path_factory.mktemp("dataset") / "ds")
+
+
+@pytest.fixture
+def space_dir(tmp_path):
+    folder = tmp_path / "space"
+    folder.mkdir()
+    (folder / "app.py").write_text("import gradio as gr\n", encoding="utf-8")
+    (folder / "README.md").write_text(SPACE_README, encoding="utf-8")
+    return folder
+
+
+def files_of(folder):
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+
+def assert_plan_lists_every_file(out, folder):
+    files = files_of(folder)
+    for relative in files:
+        assert f"{human_size((folder / relative).stat().st_size)}  {relative}\n" in out
+    total = sum((folder / relative).stat().st_size for relative in files)
+    assert f"total:      {len(files)} files, {human_size(total)}" in out
+
+
+def test_model_dry_run_prints_the_plan(model_dir, capsys):
+    assert main(["model", "--model_dir", str(model_dir), "--repo_id", "org/radiology-ner", "--dry_run"]) == 0
+    out = capsys.readouterr().out
+    assert "Dry run, nothing is sent" in out
+    assert "repo:       org/radiology-ner (model)" in out
+    assert "visibility: public" in out and "revision:   main" in out
+    assert_plan_lists_every_file(out, model_dir)
+    assert "layer_2/model.safetensors" in out and "radiology_ner.py" in out
+
+
+def test_model_dry_run_private_branch_and_ignored_files(model_dir, capsys):
+    (model_dir / "__pycache__").mkdir()
+    (model_dir / "__pycache__" / "radiology_ner.cpython-311.pyc").write_bytes(b"\0")
+    (model_dir / "checkpoint-10").mkdir()
+    (model_dir / "checkpoint-10" / "trainer_state.json").write_text("{}", encoding="utf-8")
+    argv = ["model", "--model_dir", str(model_dir), "--repo_id", "org/m", "--private", "--revision", "v1", "--dry_run"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "visibility: private" in out and "revision:   v1" in out
+    assert "__pycache__" not in out and "checkpoint-10" not in out
+
+
+def test_model_dry_run_in_a_subprocess(model_dir):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    command = [
+        sys.executable,
+        "push_to_hub.py",
+        "model",
+        "--model_dir",
+        str(model_dir),
+        "--repo_id",
+        "org/m",
+        "--dry_run",
+    ]
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert_plan_lists_every_file(result.stdout, model_dir)
+
+
+def test_dataset_dry_run_is_private_by_default(dataset_dir, capsys):
+    assert main(["dataset", "--dataset_dir", str(dataset_dir), "--repo_id", "org/nubes-layered", "--dry_run"]) == 0
+    captured = capsys.readouterr()
+    assert "repo:       org/nubes-layered (dataset)" in captured.out and "visibility: private" in captured.out
+    assert_plan_lists_every_file(captured.out, dataset_dir)
+    assert "data/train-00000-of-00001.parquet" in captured.out
+    assert "warning" not in captured.err
+
+
+def test_dataset_public_warns(dataset_dir, capsys):
+    argv = ["dataset", "--dataset_dir", str(dataset_dir), "--repo_id", "org/nubes-layered", "--public", "--dry_run"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "visibility: public" in captured.out
+    assert "warning:" in captured.err and "data-use agreement" in captured.err
+
+
+def test_dataset_card_metadata(dataset_dir):
+    data = DatasetCard.load(dataset_dir / "README.md").data
+    assert data.task_categories == ["token-classification"]
+    assert data.configs[0]["data_files"][0]["split"] == "train"
+    features = {feature["name"]: feature for feature in data.dataset_info["features"]}
+    names = features["ner_tags_1"]["list"]["class_label"]["names"]
+    assert names["0"] == "O" and all(label[:2] in ("B-", "I-") for label in list(names.values())[1:])
+
+
+def test_space_dry_run_sets_model_id(space_dir, capsys):
+    argv = ["space", "--space_dir", str(space_dir), "--repo_id", "org/demo", "--model_id", "org/radiology-ner"]
+    assert main([*argv, "--dry_run"]) == 0
+    out = capsys.readouterr().out
+    assert "repo:       org/demo (space)" in out
+    assert "MODEL_ID=org/radiology-ner" in out
+    assert_plan_lists_every_file(out, space_dir)
+
+
+def test_bundle_missing_layer_weights_is_refused(model_dir, capsys):
+    (model_dir / "layer_2" / "model.safetensors").unlink()
+    assert main(["model", "--model_dir", str(model_dir), "--repo_id", "org/m", "--dry_run"]) == 2
+    assert "layer_2/model.safetensors is missing" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("names", [["eval.parquet"], ["train/report.txt", "train/report.ann"], ["data.jsonl"]])
+def test_model_folder_with_training_data_is_refused(model_dir, capsys, names):
+    for name in names:
+        (model_dir / name).parent.mkdir(exist_ok=True)
+        (model_dir / name).write_text("x", encoding="utf-8")
+    assert main(["model", "--model_dir", str(model_dir), "--repo_id", "org/m", "--dry_run"]) == 2
+    err = capsys.readouterr().err
+    assert "training data" in err and all(name in err for name in names)
+
+
+def test_file_with_a_token_is_refused_without_echoing_it(model_dir, capsys):
+    (model_dir / "notes.md").write_text(f"HF_TOKEN={FAKE_TOKEN}\n", encoding="utf-8")
+    assert main(["model", "--model_dir", str(model_dir), "--repo_id", "org/m", "--dry_run"]) == 2
+    captured = capsys.readouterr()
+    assert "notes.md" in captured.err and "access token" in captured.err
+    assert FAKE_TOKEN not in captured.out + captured.err
+
+
+@pytest.mark.parametrize("name", [".env", "deploy.pem", "id_rsa", ".netrc"])
+def test_secret_files_are_refused(space_dir, capsys, name):
+    (space_dir / name).write_text("secret\n", encoding="utf-8")
+    argv = ["space", "--space_dir", str(space_dir), "--repo_id", "org/demo", "--model_id", "org/m", "--dry_run"]
+    assert main(argv) == 2
+    assert name in capsys.readouterr().err
+
+
+def test_git_checkout_is_refused(space_dir, capsys):
+    (space_dir / ".git").mkdir()
+    argv = ["space", "--space_dir", str(space_dir), "--repo_id", "org/demo", "--model_id", "org/m", "--dry_run"]
+    assert main(argv) == 2
+    assert ".git" in capsys.readouterr().err
+
+
+def test_broken_card_yaml_is_refused(model_dir, capsys):
+    (model_dir / "README.md").write_text("---\nlanguage: [es\n---\n\ncard\n", encoding="utf-8")
+    assert main(["model", "--model_dir", str(model_dir), "--repo_id", "org/m", "--dry_run"]) == 2
+    assert "README.md" in capsys.readouterr().err
+
+
+def test_dataset_without_configs_is_refused(dataset_dir, tmp_path, capsys):
+    folder = shutil.copytree(dataset_dir, tmp_path / "ds")
+    (folder / "README.md").write_text("---\nlicense: other\n---\n\ndata\n", encoding="utf-8")
+    assert main(["dataset", "--dataset_dir", str(folder), "--repo_id", "org/d", "--dry_run"]) == 2
+    assert "configs" in capsys.readouterr().err
+
+
+def test_space_without_gradio_sdk_is_refused(space_dir, capsys):
+    (space_dir / "README.md").write_text(SPACE_README.replace("sdk: gradio", "sdk: docker"), encoding="utf-8")
+    argv = ["space", "--space_dir", str(space_dir), "--repo_id", "org/demo", "--model_id", "org/m", "--dry_run"]
+    assert main(argv) == 2
+    assert "sdk: gradio" in capsys.readouterr().err
+
+
+def test_offline_push_fails_fast_with_a_clear_error(model_dir):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_TOKEN": FAKE_TOKEN}
+    command = [sys.executable, "push_to_hub.py", "model", "--model_dir", str(model_dir), "--repo_id", "org/m"]
+    start = time.monotonic()
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert time.monotonic() - start < 10
+    assert result.returncode == 1
+    assert "HF_HUB_OFFLINE=1 is set: unset it to publish, or use --dry_run" in result.stderr
+    assert FAKE_TOKEN not in result.stdout + result.stderr
