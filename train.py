@@ -26,7 +26,6 @@ from urllib.parse import urlparse
 import datasets
 import numpy as np
 import torch
-from hf_pipeline.model_card import write_model_card
 from seqeval.metrics import f1_score, precision_score, recall_score
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import (
@@ -48,6 +47,7 @@ import hf_dataset
 from hf_dataset.brat import Entity, write_ann
 from hf_dataset.layers import decode, spans_to_entities
 from hf_pipeline import load_pipeline, save_bundle
+from hf_pipeline.model_card import write_model_card
 from hf_pipeline.radiology_ner import window_starts
 from hf_pipeline.scoring import score
 

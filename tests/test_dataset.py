@@ -81,7 +81,9 @@ def test_export_and_load_dataset_round_trip(sample, tmp_path):
 
 
 def test_nubes_sample_builds_with_types_auto(tmp_path):
-    assert cli(["build", "--brat_dir", str(NUBES / "SAMPLE-001"), "--types", "auto", "--output_dir", str(tmp_path)]) == 0
+    assert (
+        cli(["build", "--brat_dir", str(NUBES / "SAMPLE-001"), "--types", "auto", "--output_dir", str(tmp_path)]) == 0
+    )
     loaded = datasets.load_dataset(str(tmp_path))
     assert len(loaded["train"]) == 96
     assert "B-NegSynMarker" in loaded["train"].features["ner_tags_1"].feature.names

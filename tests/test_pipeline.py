@@ -224,7 +224,9 @@ def test_batch_list_generator_and_single_calls_agree(tiny_bundle):
     texts = [REPORT, "", "RD leve.", HARD_TEXTS["crlf"] * 30]
     single = [ner(text) for text in texts]
     for batched in (ner(texts, batch_size=4), list(ner((t for t in texts), batch_size=3))):
-        assert [[without_score(e) for e in doc] for doc in batched] == [[without_score(e) for e in doc] for doc in single]
+        assert [[without_score(e) for e in doc] for doc in batched] == [
+            [without_score(e) for e in doc] for doc in single
+        ]
         scores = [e["score"] for doc in batched for e in doc]
         assert scores == pytest.approx([e["score"] for doc in single for e in doc], abs=1e-5)  # padding noise
 

@@ -10,8 +10,8 @@ import time
 import pytest
 
 from hf_dataset import SAMPLE_CORPUS
-from hf_pipeline.score import score_folders
 from hf_pipeline.radiology_ner import window_starts
+from hf_pipeline.score import score_folders
 from train import TINY_PRESET, align_labels, parse_arguments, train_wordpiece, windowed_features
 
 from .conftest import REPO, sample_texts
