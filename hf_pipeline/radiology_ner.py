@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import AutoModelForTokenClassification, PreTrainedModel
+from transformers import AutoModelForTokenClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.pipelines.base import ChunkPipeline
 
 # Combining marks (accents typed as a separate code point) stay inside the word they modify.
@@ -144,12 +144,24 @@ class RadiologyNerPipeline(ChunkPipeline):
                     f"{folder}/config.json. Save the bundle again with hf_pipeline.save_bundle, or remove "
                     f"{number} from {LAYERS_CONFIG_KEY}."
                 )
+            self._check_tokenizer_matches(
+                AutoTokenizer.from_pretrained(source, subfolder=folder, revision=revision), number
+            )
             models.append(
                 AutoModelForTokenClassification.from_pretrained(
                     source, subfolder=folder, revision=revision, dtype=self.model.dtype
                 )
             )
         return models
+
+    def _check_tokenizer_matches(self, layer_tokenizer: PreTrainedTokenizerBase, number: int) -> None:
+        """The layer's own tokenizer copy must have the root tokenizer's vocabulary (also catches a missing copy)."""
+        if layer_tokenizer.get_vocab() != self.tokenizer.get_vocab():
+            raise ValueError(
+                f"The tokenizer in {LAYER_FOLDER.format(number)}/ has a different vocabulary from the bundle's root "
+                f"tokenizer ({len(layer_tokenizer)} vs {len(self.tokenizer)} tokens): every layer must be fine-tuned "
+                "from the same tokenizer. Save the bundle again with hf_pipeline.save_bundle."
+            )
 
     def _check_layers_agree(self) -> None:
         root = self.model.config

@@ -251,6 +251,12 @@ def test_bundle_whose_layers_disagree_is_refused(tiny_bundle, tmp_path):
     model.save_pretrained(broken / "layer_2")
     with pytest.raises(ValueError, match="Layer 2 has a vocabulary of"):
         hf_pipeline.load_pipeline(broken)
+    retokenized = shutil.copytree(tiny_bundle, tmp_path / "tokenizer")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (retokenized / "layer_3" / name).unlink()
+    train_wordpiece(["otro vocabulario distinto"], vocab_size=60).save_pretrained(retokenized / "layer_3")
+    with pytest.raises(ValueError, match="tokenizer in layer_3/ has a different vocabulary"):
+        hf_pipeline.load_pipeline(retokenized)
     relabelled = shutil.copytree(tiny_bundle, tmp_path / "labels")
     config = json.loads((relabelled / "layer_3" / "config.json").read_text())
     config["id2label"]["1"], config["label2id"] = "B-Other", {}
