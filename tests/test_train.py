@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -105,3 +106,8 @@ def test_short_tiny_run_produces_bundle_results_and_predictions(tmp_path):
         "print(len(ner.layer_models), isinstance(ner('Quiste simple en el RD.'), list))"
     )
     assert run_fresh(code, tmp_path).strip().splitlines()[-1] == "3 True"
+    # An interrupted run resumes: finished layers are reloaded, not trained again.
+    shutil.rmtree(out / "checkpoints" / "layer_3")
+    resumed = subprocess.run(command + ["--resume"], capture_output=True, text=True, cwd=REPO, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "layer 1: already trained" in resumed.stderr and "layer 3: already trained" not in resumed.stderr
