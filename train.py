@@ -290,11 +290,18 @@ def check_model_reachable(name_or_path: str) -> None:
 
 
 def base_tokenizer(
-    model_args: ModelArguments, dataset: datasets.DatasetDict, max_length: int
+    model_args: ModelArguments, dataset: datasets.DatasetDict, max_length: int, output_dir: str
 ) -> PreTrainedTokenizerBase:
-    if model_args.preset == "tiny":
-        return train_wordpiece(list(dataset["train"]["text"]), model_max_length=max_length)
-    return AutoTokenizer.from_pretrained(model_args.model_name_or_path)
+    """The base model's tokenizer, or (tiny preset) a WordPiece trained on the training texts and kept with the
+    checkpoints, so that a resumed run tokenizes exactly as the interrupted one did."""
+    if model_args.preset != "tiny":
+        return AutoTokenizer.from_pretrained(model_args.model_name_or_path)
+    saved = Path(output_dir) / "checkpoints" / "tokenizer"
+    if model_args.resume and (saved / "tokenizer.json").is_file():
+        return AutoTokenizer.from_pretrained(saved)
+    tokenizer = train_wordpiece(list(dataset["train"]["text"]), model_max_length=max_length)
+    tokenizer.save_pretrained(saved)
+    return tokenizer
 
 
 def base_model(
@@ -420,7 +427,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if model_args.preset is None:
         check_model_reachable(model_args.model_name_or_path)
     dataset = load_data(data_args)
-    tokenizer = base_tokenizer(model_args, dataset, data_args.max_seq_length)
+    tokenizer = base_tokenizer(model_args, dataset, data_args.max_seq_length, training_args.output_dir)
     layer_count = sum(1 for name in dataset["train"].features if name.startswith("ner_tags_"))
     if max(model_args.layers) > layer_count:
         raise SystemExit(f"--layers {model_args.layers}: the dataset has only {layer_count} tag layers.")

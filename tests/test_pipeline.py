@@ -145,6 +145,7 @@ def test_offsets_on_hard_inputs(tiny_bundle, name):
         assert entities == []
 
 
+@pytest.mark.slow
 def test_two_hundred_thousand_characters_nothing_truncated(tiny_bundle):
     ner = hf_pipeline.load_pipeline(tiny_bundle)
     texts = [doc.text for doc in read_corpus(SAMPLE_CORPUS / "train").documents]
