@@ -8,6 +8,7 @@ BIO decoder that the dataset builder uses, so training data and predictions shar
 
 from __future__ import annotations
 
+import bisect
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
@@ -98,9 +99,13 @@ def window_starts(num_tokens: int, window: int, overlap: int | None = None) -> l
 
 
 def best_window(position: int, starts: Sequence[int], window: int) -> int:
-    """Index of the window in which ``position`` is farthest from an edge (earliest on ties)."""
-    margins = [min(position - start, start + window - 1 - position) for start in starts]
-    return int(np.argmax(margins))
+    """Index of the window in which ``position`` is farthest from an edge (earliest on ties).
+
+    >>> best_window(5, [0, 2, 4, 6], 4)  # windows 0-3, 2-5, 4-7, 6-9: in 4-7 it has a token on each side
+    2
+    """
+    first, last = bisect.bisect_left(starts, position - window + 1), bisect.bisect_right(starts, position)
+    return max(range(first, last), key=lambda i: min(position - starts[i], starts[i] + window - 1 - position))
 
 
 class RadiologyNerPipeline(ChunkPipeline):
@@ -275,19 +280,22 @@ class RadiologyNerPipeline(ChunkPipeline):
         offset = len(self._special_tokens()[0])
         first_token = _first_token_of_each_word(word_ids)
         words = sorted(first_token)
+        if not words:
+            return []
         labels = self.model.config.id2label
+        probabilities = [output["probabilities"][0].numpy() for output in all_outputs]  # [layer, token, label]
+        located = []  # per word: (window index, position in that window)
+        for word in words:
+            chosen = best_window(first_token[word], starts, window)
+            located.append((chosen, offset + first_token[word] - starts[chosen]))
         entities = []
         for layer_index, layer_number in enumerate(self.layer_numbers):
             if layers is not None and layer_number not in layers:
                 continue
-            tags, scores = [], []
-            for word in words:
-                position = first_token[word]
-                chosen = best_window(position, starts, window)
-                probs = all_outputs[chosen]["probabilities"][0, layer_index, offset + position - starts[chosen]]
-                label = int(probs.argmax())
-                tags.append(labels[label])
-                scores.append(float(probs[label]))
+            word_probs = np.array([probabilities[w][layer_index, p] for w, p in located]).reshape(len(words), -1)
+            best = word_probs.argmax(-1)
+            tags = [labels[int(label)] for label in best]
+            scores = word_probs[np.arange(len(words)), best]
             for span in decode_bio(tags):
                 start, end = spans[words[span.first]][0], spans[words[span.last]][1]
                 entities.append(
