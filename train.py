@@ -12,7 +12,7 @@ and per-layer checkpoints under ``OUT/checkpoints/layer_<k>/``.
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 import json
 import logging
 import os
@@ -41,7 +41,7 @@ from transformers import (
     Trainer,
     TrainingArguments,
 )
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import IntervalStrategy, get_last_checkpoint
 
 import hf_dataset
 from hf_dataset.brat import Entity, write_ann
@@ -137,6 +137,11 @@ class NerTrainingArguments(TrainingArguments):
     metric_for_best_model: str = "f1"
     logging_steps: int = 20
     seed: int = 42
+
+    def __post_init__(self) -> None:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+            self.use_cpu = True  # torchrun on CPUs: data parallel over gloo, not one confused process per rank
+        super().__post_init__()
 
 
 def parse_arguments(argv: list[str]) -> tuple[DataArguments, ModelArguments, NerTrainingArguments]:
@@ -290,18 +295,20 @@ def check_model_reachable(name_or_path: str) -> None:
 
 
 def base_tokenizer(
-    model_args: ModelArguments, dataset: datasets.DatasetDict, max_length: int, output_dir: str
+    model_args: ModelArguments, dataset: datasets.DatasetDict, max_length: int, training_args: NerTrainingArguments
 ) -> PreTrainedTokenizerBase:
     """The base model's tokenizer, or (tiny preset) a WordPiece trained on the training texts and kept with the
-    checkpoints, so that a resumed run tokenizes exactly as the interrupted one did."""
+    checkpoints: a resumed run, and every process of a distributed run, tokenize exactly as the first one did."""
     if model_args.preset != "tiny":
         return AutoTokenizer.from_pretrained(model_args.model_name_or_path)
-    saved = Path(output_dir) / "checkpoints" / "tokenizer"
-    if model_args.resume and (saved / "tokenizer.json").is_file():
-        return AutoTokenizer.from_pretrained(saved)
-    tokenizer = train_wordpiece(list(dataset["train"]["text"]), model_max_length=max_length)
-    tokenizer.save_pretrained(saved)
-    return tokenizer
+    saved = Path(training_args.output_dir) / "checkpoints" / "tokenizer"
+    with training_args.main_process_first(desc="training the tiny preset's tokenizer"):
+        reuse = model_args.resume or training_args.local_process_index != 0
+        if reuse and (saved / "tokenizer.json").is_file():
+            return AutoTokenizer.from_pretrained(saved)
+        tokenizer = train_wordpiece(list(dataset["train"]["text"]), model_max_length=max_length)
+        tokenizer.save_pretrained(saved)
+        return tokenizer
 
 
 def base_model(
@@ -355,12 +362,10 @@ def train_layer(
         return AutoModelForTokenClassification.from_pretrained(final)
     labels = label_list(dataset)
     has_validation = "validation" in dataset
-    args = dataclasses.replace(
-        training_args,
-        output_dir=str(final.parent),
-        eval_strategy=training_args.eval_strategy if has_validation else "no",
-        load_best_model_at_end=training_args.load_best_model_at_end and has_validation,
-    )
+    args = copy.copy(training_args)  # a shallow copy keeps the distributed state that was set up once
+    args.output_dir = str(final.parent)
+    if not has_validation:
+        args.eval_strategy, args.load_best_model_at_end = IntervalStrategy.NO, False
     trainer = Trainer(
         model=base_model(model_args, tokenizer, labels, data_args.max_seq_length),
         args=args,
@@ -427,14 +432,30 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if model_args.preset is None:
         check_model_reachable(model_args.model_name_or_path)
     dataset = load_data(data_args)
-    tokenizer = base_tokenizer(model_args, dataset, data_args.max_seq_length, training_args.output_dir)
+    tokenizer = base_tokenizer(model_args, dataset, data_args.max_seq_length, training_args)
     layer_count = sum(1 for name in dataset["train"].features if name.startswith("ner_tags_"))
     if max(model_args.layers) > layer_count:
         raise SystemExit(f"--layers {model_args.layers}: the dataset has only {layer_count} tag layers.")
     models = [train_layer(k, dataset, tokenizer, data_args, model_args, training_args) for k in model_args.layers]
+    results = (
+        release(models, tokenizer, dataset, data_args, model_args, training_args) if training_args.should_save else {}
+    )
+    if torch.distributed.is_initialized():  # the other processes wait for the evaluation, then all leave together
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    return results
+
+
+def release(
+    models: list[PreTrainedModel],
+    tokenizer: PreTrainedTokenizerBase,
+    dataset: datasets.DatasetDict,
+    data_args: DataArguments,
+    model_args: ModelArguments,
+    training_args: NerTrainingArguments,
+) -> dict[str, Any]:
+    """Save the bundle, evaluate it on every split, write eval_results.json and the model card."""
     out = Path(training_args.output_dir)
-    if not training_args.should_save:  # other ranks of a distributed run stop here
-        return {}
     bundle = save_bundle(models, tokenizer, out / "model", layers=model_args.layers)
     results = evaluate_bundle(bundle, dataset, out, training_args.per_device_eval_batch_size)
     (out / "eval_results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
@@ -446,11 +467,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         training=training_summary(data_args, model_args, training_args),
         results=results,
     )
-    print(
-        json.dumps(
-            {name: {"exact_f1": r["exact"]["f1"], "lenient_f1": r["lenient"]["f1"]} for name, r in results.items()}
-        )
-    )
+    summary = {name: {"exact_f1": r["exact"]["f1"], "lenient_f1": r["lenient"]["f1"]} for name, r in results.items()}
+    print(json.dumps(summary))
     return results
 
 

@@ -111,3 +111,15 @@ def test_short_tiny_run_produces_bundle_results_and_predictions(tmp_path):
     resumed = subprocess.run(command + ["--resume"], capture_output=True, text=True, cwd=REPO, timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "layer 1: already trained" in resumed.stderr and "layer 3: already trained" not in resumed.stderr
+
+
+@pytest.mark.slow
+def test_the_same_script_runs_data_parallel_under_torchrun(tmp_path):
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "train.py"]
+    command += ["--preset", "tiny", "--num_train_epochs", "2", "--layers", "1", "2", "--output_dir", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "parallel_mode != ParallelMode.DISTRIBUTED" not in result.stderr
+    assert set(json.loads((out / "eval_results.json").read_text())) == {"train", "validation", "test"}
+    assert json.loads((out / "model" / "config.json").read_text())["ner_layers"] == [1, 2]
