@@ -52,13 +52,8 @@ def split_result(exact_f1: float, lenient_f1: float) -> dict:
 RESULTS = {"validation": split_result(0.7241, 0.7948), "test": split_result(0.7127, 0.7851)}
 
 
-@pytest.fixture
-def bundle(tiny_bundle, tmp_path):
-    return shutil.copytree(tiny_bundle, tmp_path / "bundle")
-
-
-def test_card_metadata_reloads_with_results(bundle):
-    path = write_model_card(
+def write_full_card(bundle):
+    return write_model_card(
         bundle,
         labels=LABELS,
         base_model="google-bert/bert-base-multilingual-cased",
@@ -67,6 +62,15 @@ def test_card_metadata_reloads_with_results(bundle):
         results=RESULTS,
         repo_id="org/radiology-ner",
     )
+
+
+@pytest.fixture
+def bundle(tiny_bundle, tmp_path):
+    return shutil.copytree(tiny_bundle, tmp_path / "bundle")
+
+
+def test_card_metadata_reloads_with_results(bundle):
+    path = write_full_card(bundle)
     assert path == bundle / "README.md"
     data = ModelCard.load(path).data
     assert data.language == "es"
@@ -86,15 +90,7 @@ def test_card_metadata_reloads_with_results(bundle):
 
 
 def test_card_body_usage_results_and_citations(bundle):
-    path = write_model_card(
-        bundle,
-        labels=LABELS,
-        base_model="google-bert/bert-base-multilingual-cased",
-        dataset="org/spradie-layered",
-        training=TRAINING,
-        results=RESULTS,
-        repo_id="org/radiology-ner",
-    )
+    path = write_full_card(bundle)
     text = ModelCard.load(path).text
     assert (
         'pipeline("radiology-ner", model="org/radiology-ner", revision="<commit sha>", trust_remote_code=True)' in text
