@@ -75,10 +75,18 @@ def save_bundle(
     return output_dir
 
 
-def load_pipeline(model: str | Path, **kwargs: Any) -> Pipeline:
+def load_pipeline(model: str | Path, revision: str | None = None, **kwargs: Any) -> Pipeline:
     """``pipeline("radiology-ner", model=...)`` with this project's pipeline class instead of remote code.
 
     transformers reads ``config.json["custom_pipelines"]`` before its local task registry and then insists on
     ``trust_remote_code=True``; naming the class explicitly runs the installed code and needs no remote code.
+    ``revision`` applies to every layer (transformers would pass it to layer 1 only).
     """
-    return pipeline(TASK, model=str(model), pipeline_class=RadiologyNerPipeline, **kwargs)
+    return pipeline(
+        TASK,
+        model=str(model),
+        pipeline_class=RadiologyNerPipeline,
+        revision=revision,
+        layer_revision=revision,
+        **kwargs,
+    )

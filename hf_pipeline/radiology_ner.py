@@ -120,12 +120,12 @@ class RadiologyNerPipeline(ChunkPipeline):
         self,
         *args: Any,
         layer_models: Sequence[PreTrainedModel] | None = None,
-        revision: str | None = None,
+        layer_revision: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         if layer_models is None:
-            layer_models = self._load_other_layers(revision)
+            layer_models = self._load_other_layers(layer_revision)
         self.layer_models = [self.model, *layer_models]
         self.layer_numbers = list(
             getattr(self.model.config, LAYERS_CONFIG_KEY, None) or range(1, len(self.layer_models) + 1)

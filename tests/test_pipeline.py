@@ -25,11 +25,11 @@ from .conftest import make_bundle
 REPORT = "Leve dilatación de la pelvis renal del RD, sin quiste. Control en 3 meses."
 
 
-def run_fresh(code: str, cwd: Path, **env: str) -> str:
-    """Run code in a new interpreter that never imports this project; returns stdout."""
+def run_fresh(code: str, cwd: Path, project: bool = False, **env: str) -> str:
+    """Run code in a new interpreter that (unless ``project``) never imports this project; returns stdout."""
     check = "\nimport sys; assert not any(m.startswith(('hf_pipeline', 'hf_dataset')) for m in sys.modules)"
     result = subprocess.run(
-        [sys.executable, "-c", code + check],
+        [sys.executable, "-c", code + ("" if project else check)],
         capture_output=True,
         text=True,
         cwd=cwd,
@@ -99,15 +99,21 @@ def hub_cache_with_two_revisions(tiny_bundle: Path, tmp_path: Path) -> tuple[Pat
     return tmp_path / "cache", main_commit, v1_commit
 
 
+REMOTE = (
+    "from transformers import pipeline\n"
+    "ner = pipeline('radiology-ner', model='org/tiny-ner', revision={!r}, trust_remote_code=True)"
+)
+LOCAL = "import hf_pipeline\nner = hf_pipeline.load_pipeline('org/tiny-ner', revision={!r})"
+
+
 @pytest.mark.parametrize("revision", [None, "v1"])
-def test_fresh_process_loads_hub_repo_id_from_cache_at_the_given_revision(tiny_bundle, tmp_path, revision):
+@pytest.mark.parametrize("loader", ["remote code", "installed code"])
+def test_hub_repo_id_from_cache_loads_every_layer_at_the_given_revision(tiny_bundle, tmp_path, revision, loader):
     cache, main_commit, v1_commit = hub_cache_with_two_revisions(tiny_bundle, tmp_path)
-    code = (
-        "from transformers import pipeline\n"
-        f"ner = pipeline('radiology-ner', model='org/tiny-ner', revision={revision!r}, trust_remote_code=True)\n"
-        "print([float(m.classifier.weight.sum()) for m in ner.layer_models])"
-    )
-    sums = eval(run_fresh(code, tmp_path, HF_HUB_CACHE=str(cache), HF_HUB_OFFLINE="1").strip().splitlines()[-1])
+    code = (REMOTE if loader == "remote code" else LOCAL).format(revision)
+    code += "\nprint([float(m.classifier.weight.sum()) for m in ner.layer_models])"
+    output = run_fresh(code, tmp_path, project=loader == "installed code", HF_HUB_CACHE=str(cache), HF_HUB_OFFLINE="1")
+    sums = eval(output.strip().splitlines()[-1])
     snapshot = cache / "models--org--tiny-ner" / "snapshots" / (v1_commit if revision else main_commit)
     expected = [
         float(AutoModelForTokenClassification.from_pretrained(snapshot / sub).classifier.weight.detach().sum())
