@@ -83,7 +83,7 @@ def write_model_card(
         The path of the card.
     """
     bundle_dir = Path(bundle_dir)
-    name = repo_id or bundle_dir.name
+    name = repo_id or (bundle_dir.name if bundle_dir.name != "model" else "radiology-ner")
     data = ModelCardData(
         language="es",
         license=license,
