@@ -219,7 +219,8 @@ class RadiologyNerPipeline(ChunkPipeline):
         """Find overlapping entities in one text, a list of texts, or a generator of texts.
 
         Args:
-            inputs: the report text(s).
+            inputs: the report text(s): a str, a list, a generator, or a torch ``Dataset`` of str (e.g.
+                ``KeyDataset(dataset, "text")``); generators and datasets give an iterator of results.
             layers: which layers to return (default: all of the bundle's layers).
             max_length: window length in tokens, special tokens included (default: the model's maximum).
             batch_size: how many windows run through the models at once.
@@ -230,7 +231,8 @@ class RadiologyNerPipeline(ChunkPipeline):
             ``word`` (``text[start:end]``), ``start``, ``end`` (end-exclusive character offsets) and
             ``layer`` (1-based). One text gives one list; a list or generator gives one list per text.
         """
-        if not isinstance(inputs, (str, list, tuple)) and not hasattr(inputs, "__next__"):
+        streams = (torch.utils.data.Dataset, Iterator)
+        if not isinstance(inputs, (str, list, tuple, *streams)):
             raise TypeError(f"radiology-ner expects a str or a list of str, got {type(inputs).__name__}.")
         if isinstance(inputs, (list, tuple)):
             for item in inputs:

@@ -10,9 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import datasets
 import pytest
 import torch
 from transformers import AutoModelForTokenClassification, AutoTokenizer, pipeline
+from transformers.pipelines.pt_utils import KeyDataset
 
 import hf_pipeline
 from hf_dataset import SAMPLE_CORPUS, SPRADIE_TYPES, label_names, read_corpus
@@ -230,7 +232,8 @@ def test_batch_list_generator_and_single_calls_agree(tiny_bundle):
     ner = hf_pipeline.load_pipeline(tiny_bundle)
     texts = [REPORT, "", "RD leve.", HARD_TEXTS["crlf"] * 30]
     single = [ner(text) for text in texts]
-    for batched in (ner(texts, batch_size=4), list(ner((t for t in texts), batch_size=3))):
+    key_dataset = KeyDataset(datasets.Dataset.from_dict({"text": texts}), "text")
+    for batched in (ner(texts, batch_size=4), list(ner((t for t in texts), batch_size=3)), list(ner(key_dataset))):
         assert [[without_score(e) for e in doc] for doc in batched] == [
             [without_score(e) for e in doc] for doc in single
         ]
