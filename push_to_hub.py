@@ -16,8 +16,6 @@ import fnmatch
 import json
 import re
 import sys
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +23,8 @@ import yaml
 from huggingface_hub import DatasetCard, HfApi, ModelCard, SpaceCard, constants, get_token
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
+
+from hf_pipeline.hub import hub_unreachable
 
 try:  # the HTTP client of huggingface_hub: httpx2 from 2.x, httpx before
     from httpx2 import HTTPError as HubTransportError
@@ -270,16 +270,11 @@ def require_hub() -> str:
     token = get_token()
     if not token:
         raise HubUnavailable("No Hugging Face token: run `hf auth login` or set HF_TOKEN (a token with write access).")
-    request = urllib.request.Request(constants.ENDPOINT, method="HEAD")
-    try:
-        urllib.request.urlopen(request, timeout=NETWORK_TIMEOUT_S).close()
-    except urllib.error.HTTPError:
-        pass  # any HTTP answer means the Hub is reachable
-    except (urllib.error.URLError, OSError) as error:
+    reason = hub_unreachable(NETWORK_TIMEOUT_S)
+    if reason:
         raise HubUnavailable(
-            f"Cannot reach {constants.ENDPOINT} within {NETWORK_TIMEOUT_S} s ({error}): check the network, proxy "
-            "or HF_ENDPOINT, or use --dry_run."
-        ) from error
+            f"Cannot reach the Hub: {reason}. Check the network, proxy or HF_ENDPOINT, or use --dry_run."
+        )
     return token
 
 

@@ -16,12 +16,10 @@ import copy
 import json
 import logging
 import os
-import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import datasets
 import numpy as np
@@ -45,9 +43,11 @@ from transformers.trainer_utils import IntervalStrategy, get_last_checkpoint
 
 import hf_dataset
 from hf_dataset.brat import Entity, write_ann
+from hf_dataset.builder import oracle_f1
 from hf_dataset.layers import decode, spans_to_entities
 from hf_pipeline import load_pipeline, save_bundle
-from hf_pipeline.model_card import write_model_card
+from hf_pipeline.hub import hub_unreachable
+from hf_pipeline.model_card import entity_types, write_model_card
 from hf_pipeline.radiology_ner import window_starts
 from hf_pipeline.scoring import score
 
@@ -186,6 +186,11 @@ def label_list(dataset: datasets.DatasetDict) -> list[str]:
     return dataset["train"].features["ner_tags_1"].feature.names
 
 
+def tag_layers(dataset: datasets.DatasetDict) -> int:
+    """How many ``ner_tags_<k>`` columns the dataset has."""
+    return sum(1 for name in dataset["train"].features if name.startswith("ner_tags_"))
+
+
 def align_labels(word_ids: list[int | None], word_labels: list[int]) -> list[int]:
     """A label on the first subword of each word, -100 on continuation subwords and special tokens.
 
@@ -275,20 +280,14 @@ def check_model_reachable(name_or_path: str) -> None:
     """Fail within seconds, with what to do, when a Hub model is neither cached nor reachable."""
     if os.path.isdir(name_or_path):
         return
-    from huggingface_hub import constants, try_to_load_from_cache
+    from huggingface_hub import try_to_load_from_cache
 
     if isinstance(try_to_load_from_cache(name_or_path, "config.json"), str):
         return
-    endpoint = urlparse(constants.ENDPOINT)
-    reachable = not constants.HF_HUB_OFFLINE
-    if reachable:
-        try:
-            socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=3).close()
-        except OSError:
-            reachable = False
-    if not reachable:
+    reason = hub_unreachable(timeout=3)
+    if reason:
         raise SystemExit(
-            f"Cannot download {name_or_path!r}: the Hub is unreachable (or HF_HUB_OFFLINE=1) and it is not cached.\n"
+            f"Cannot download {name_or_path!r}: it is not cached and the Hub cannot be used ({reason}).\n"
             "Point --model_name_or_path at a local folder holding config.json, the tokenizer and the weights "
             "(e.g. one saved with `save_pretrained`), or run the offline default: python train.py --preset tiny."
         )
@@ -405,7 +404,7 @@ def oracle_entities(split: datasets.Dataset, layers: int) -> dict[str, list[Enti
 def evaluate_bundle(bundle: Path, dataset: datasets.DatasetDict, out: Path, batch_size: int) -> dict[str, Any]:
     """Predict every split with the pipeline, write brat predictions, and score them with the task's scorer."""
     recognizer = load_pipeline(bundle, device=-1 if not torch.cuda.is_available() else 0)
-    layers = sum(1 for name in dataset["train"].features if name.startswith("ner_tags_"))
+    layers = tag_layers(dataset)
     results = {}
     for name, split in dataset.items():
         folder = out / "predictions" / name
@@ -417,10 +416,9 @@ def evaluate_bundle(bundle: Path, dataset: datasets.DatasetDict, out: Path, batc
             path.parent.mkdir(parents=True, exist_ok=True)
             write_ann(path, row["text"], predicted[row["id"]])
         gold = gold_entities(split)
-        types = [label[2:] for label in split.features["ner_tags_1"].feature.names if label.startswith("B-")]
+        types = entity_types(split.features["ner_tags_1"].feature.names)
         result = score(gold, predicted, types).to_dict()
-        oracle = score(gold, oracle_entities(split, layers), types).to_dict()
-        result["oracle"] = {"exact_f1": oracle["exact"]["f1"], "lenient_f1": oracle["lenient"]["f1"]}
+        result["oracle"] = oracle_f1(gold, oracle_entities(split, layers), types)
         results[name] = result
         logger.info("%s: exact F1 %.4f, lenient F1 %.4f", name, result["exact"]["f1"], result["lenient"]["f1"])
     return results
@@ -433,7 +431,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         check_model_reachable(model_args.model_name_or_path)
     dataset = load_data(data_args)
     tokenizer = base_tokenizer(model_args, dataset, data_args.max_seq_length, training_args)
-    layer_count = sum(1 for name in dataset["train"].features if name.startswith("ner_tags_"))
+    layer_count = tag_layers(dataset)
     if max(model_args.layers) > layer_count:
         raise SystemExit(f"--layers {model_args.layers}: the dataset has only {layer_count} tag layers.")
     models = [train_layer(k, dataset, tokenizer, data_args, model_args, training_args) for k in model_args.layers]
