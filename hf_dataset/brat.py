@@ -116,23 +116,26 @@ def parse_ann(ann_text: str, text: str, path: str) -> tuple[list[Entity], list[P
 
 
 def _logical_lines(ann_text: str) -> Iterable[tuple[int, str]]:
-    """Physical lines joined where a ``T`` text field runs on over a newline; yields (first line number, line)."""
+    """Physical lines joined where a ``T`` text field runs on over line breaks; yields (first line number, line).
+
+    A text field shorter than its fragments takes the following physical lines, blank ones included, until it is
+    long enough or a line starts a new annotation; the line breaks are kept as they are in the file.
+    """
     pending: tuple[int, str] | None = None
     for number, raw in enumerate(ann_text.split("\n"), start=1):
-        line = raw.removesuffix("\r")
-        if pending and line and not _ANNOTATION_START.match(line) and _needs_more_text(pending[1]):
-            pending = (pending[0], pending[1] + "\n" + line)
+        if pending and not _ANNOTATION_START.match(raw) and _needs_more_text(pending[1]):
+            pending = (pending[0], pending[1] + "\n" + raw)
             continue
         if pending:
-            yield pending
-        pending = (number, line)
+            yield pending[0], pending[1].removesuffix("\r")
+        pending = (number, raw)
     if pending:
-        yield pending
+        yield pending[0], pending[1].removesuffix("\r")
 
 
 def _needs_more_text(line: str) -> bool:
     """True for a ``T`` line whose text field is shorter than its fragments say."""
-    parts = line.split("\t", 2)
+    parts = line.removesuffix("\r").split("\t", 2)
     header = _T_HEADER.match(parts[1]) if len(parts) == 3 and line.startswith("T") else None
     if not header:
         return False
@@ -170,7 +173,8 @@ def _parse_t_line(line: str, text: str) -> tuple[Entity | None, str | None]:
     slices = " ".join(text[start:end] for start, end in fragments)
     if _WHITESPACE.sub(" ", slices).strip() != _WHITESPACE.sub(" ", ann_text).strip():
         return None, (
-            f"{entity_id}: the .ann says {ann_text[:60]!r} but the .txt has {slices[:60]!r} at {header.group(2)}. "
+            f"{entity_id}: the .ann says {ann_text.strip()[:60]!r} but the .txt has {slices[:60]!r} "
+            f"at {header.group(2)}. "
             "Correct the offsets, or pass --skip_invalid to skip and count such entities."
         )
     return Entity(header.group(1), fragments, entity_id, slices), None

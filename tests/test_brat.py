@@ -48,6 +48,23 @@ def test_multiline_annotation_text_is_joined():
     assert [e.id for e in entities] == ["T1", "T2"]
 
 
+def test_text_field_over_several_lines_with_blank_lines_is_one_entity():
+    # A real case report (caso_112) stores a 267-character span verbatim: 10 physical lines, 3 of them blank.
+    text = "MOTIVO DE CONSULTA:\n\nVarón de 59 años.\n\n\nHISTORIA CLÍNICA:\n- No hábitos tóxicos.\nFin"
+    end = text.index("\nFin")
+    ann = f"T1\tDISO 0 {end}\t{text[:end]}\nT2\tDISO 0 6\tMOTIVO\n#1\tAnnotatorNotes T2\tnote\n"
+    entities, problems = parse_ann(ann, text, "x.ann")
+    assert problems == []
+    assert [(e.id, e.fragments) for e in entities] == [("T1", ((0, end),)), ("T2", ((0, 6),))]
+
+
+def test_crlf_text_field_over_several_lines_keeps_its_line_breaks():
+    text = "Quiste\r\n\r\nsimple"
+    ann = "T1\tFinding 0 16\tQuiste\r\n\r\nsimple\r\nT2\tFinding 0 6\tQuiste\r\n"
+    entities, problems = parse_ann(ann, text, "x.ann")
+    assert problems == [] and [e.id for e in entities] == ["T1", "T2"]
+
+
 @pytest.mark.parametrize(
     "line",
     [

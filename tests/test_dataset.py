@@ -13,9 +13,11 @@ import yaml
 
 from hf_dataset import SAMPLE_CORPUS, SPRADIE_TYPES, BratError, build, label_names, read_corpus
 from hf_dataset.__main__ import main as cli
-from hf_dataset.builder import find_splits
+from hf_dataset.builder import find_splits, read_splits
 
 from .conftest import NUBES, REPO
+
+CT_EBM = NUBES.parent / "ct-ebm-sp-v2-cases"
 
 
 @pytest.fixture(scope="module")
@@ -139,3 +141,12 @@ def test_cli_builds_the_bundled_sample_in_a_subprocess(tmp_path):
         "train-00000-of-00001.parquet",
         "validation-00000-of-00001.parquet",
     ]
+
+
+def test_real_case_reports_read_as_shipped():
+    # caso_112 has a T line whose text field runs over 10 physical lines, blank ones included.
+    corpora = read_splits(CT_EBM)
+    assert {name: len(c.documents) for name, c in corpora.items()} == {"train": 70, "validation": 15, "test": 15}
+    case = next(doc for doc in corpora["test"].documents if doc.id == "caso_112")
+    long_span = next(e for e in case.entities if e.id == "T15")
+    assert long_span.fragments == ((0, 267),) and "\n\n" in case.text[0:267]
