@@ -5,8 +5,12 @@ Reading gives one :class:`Document` per ``.txt``/``.ann`` pair::
     Document(id="sub/report_01",              # path relative to the corpus folder, no extension
              text="...",                      # the .txt exactly as stored (newline="": CRLF keeps its \\r)
              entities=[Entity(id="T3", type="Finding",
-                              fragments=((10, 20), (25, 30)),   # sorted, end-exclusive
-                              text="text of 10:20 text of 25:30"), ...])
+                              fragments=((25, 30), (10, 20)),   # as listed in the .ann, end-exclusive
+                              text="text of 25:30 text of 10:20"), ...])
+
+A discontinuous entity may list its fragments in any order; its text field joins them in the listed order.
+``fragments`` keeps that order; ``sorted_fragments``, ``start`` and ``end`` (the hull) and equality use the
+sorted fragments, so two entities with the same type and the same characters are equal.
 
 Only ``T`` lines are entities. ``R``, ``A``, ``E``, ``N``, ``M``, ``#`` and ``*`` lines are skipped. A ``T`` line's
 text field may contain tabs, start with a tab, or run over several physical lines (tools that write the
@@ -35,20 +39,29 @@ SHOWN_PROBLEMS = 20
 
 @dataclass(frozen=True, order=True)
 class Entity:
-    """One annotated span; several fragments when discontinuous. Offsets are end-exclusive."""
+    """One annotated span; several fragments when discontinuous. Offsets are end-exclusive.
+
+    ``fragments`` are kept as listed; comparison and ordering use (``type``, ``sorted_fragments``).
+    ``line`` is the .ann line the entity was read from (0 when it was not read from a file).
+    """
 
     type: str
-    fragments: tuple[Fragment, ...]
+    fragments: tuple[Fragment, ...] = field(compare=False)
     id: str = field(default="", compare=False)
     text: str = field(default="", compare=False)
+    line: int = field(default=0, compare=False, repr=False)
+    sorted_fragments: tuple[Fragment, ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sorted_fragments", tuple(sorted(self.fragments)))
 
     @property
     def start(self) -> int:
-        return self.fragments[0][0]
+        return self.sorted_fragments[0][0]
 
     @property
     def end(self) -> int:
-        return self.fragments[-1][1]
+        return max(end for _, end in self.fragments)
 
 
 @dataclass
@@ -107,7 +120,7 @@ def parse_ann(ann_text: str, text: str, path: str) -> tuple[list[Entity], list[P
     for line_number, line in _logical_lines(ann_text.removeprefix("\ufeff")):
         if not line.strip() or _OTHER_LINE.match(line):
             continue
-        entity, problem = _parse_t_line(line, text)
+        entity, problem = _parse_t_line(line, text, line_number)
         if problem:
             problems.append(Problem(path, line_number, problem))
         elif entity:
@@ -145,11 +158,12 @@ def _needs_more_text(line: str) -> bool:
 
 
 def _fragments(offsets: str) -> tuple[Fragment, ...]:
+    """The fragments of a ``start end;start end`` field, in the order listed."""
     pairs = (piece.split() for piece in offsets.split(";"))
-    return tuple(sorted((int(start), int(end)) for start, end in pairs))
+    return tuple((int(start), int(end)) for start, end in pairs)
 
 
-def _parse_t_line(line: str, text: str) -> tuple[Entity | None, str | None]:
+def _parse_t_line(line: str, text: str, line_number: int = 0) -> tuple[Entity | None, str | None]:
     parts = line.split("\t", 2)
     if not line.startswith("T") or len(parts) != 3:
         return None, (
@@ -177,7 +191,7 @@ def _parse_t_line(line: str, text: str) -> tuple[Entity | None, str | None]:
             f"at {header.group(2)}. "
             "Correct the offsets, or pass --skip_invalid to skip and count such entities."
         )
-    return Entity(header.group(1), fragments, entity_id, slices), None
+    return Entity(header.group(1), fragments, entity_id, slices, line_number), None
 
 
 def read_corpus(folder: str | Path, skip_invalid: bool = False) -> Corpus:

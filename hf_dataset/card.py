@@ -89,7 +89,9 @@ Labels: {", ".join(f"`{name}`" for name in builder.types)}.
 - **Words**: letters/digits (any script, with combining marks) or a single other character. An entity covers
   the words it overlaps; a boundary inside a word is *misaligned*: the entity is widened to whole words and counted.
 - **Discontinuous entities** are encoded as `{config.discontinuous}` (`hull`: first start to last end;
-  `split`: each fragment as its own span in the same layer). The `entities` column keeps the true fragments.
+  `split`: each fragment as its own span in the same layer). The `entities` column keeps the true fragments
+  in the order the `.ann` lists them (brat allows any order; the text field joins them in that order); the hull,
+  the layering and the scorer use them sorted.
 - **Layers**: entities sorted by (start, longer first, type order) each take the lowest of {config.max_layers}
   layers in which they overlap no word already taken; entities are never split across layers, so every layer
   is valid IOB2. An entity that fits nowhere is **dropped for depth**; exact duplicates (same type, same

@@ -44,7 +44,7 @@ class Encoding:
 
 def word_ranges(entity: Entity, words: Sequence[tuple[int, int]], mode: Discontinuous) -> list[WordRange]:
     """The word ranges an entity is encoded as: one hull, or one per fragment (overlapping ones joined)."""
-    fragments = [(entity.start, entity.end)] if mode == "hull" else list(entity.fragments)
+    fragments = [(entity.start, entity.end)] if mode == "hull" else list(entity.sorted_fragments)
     starts = [start for start, _ in words]
     ends = [end for _, end in words]
     ranges: list[WordRange] = []
@@ -113,7 +113,7 @@ def encode(
 
 
 def _rank(entity: Entity, order: dict[str, int]) -> tuple[int, int, int, tuple]:
-    return (entity.start, -(entity.end - entity.start), order.get(entity.type, len(order)), entity.fragments)
+    return (entity.start, -(entity.end - entity.start), order.get(entity.type, len(order)), entity.sorted_fragments)
 
 
 def decode(tags: Sequence[Sequence[str]]) -> list[tuple[int, Span]]:

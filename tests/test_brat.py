@@ -19,12 +19,19 @@ def write_pair(folder: Path, name: str, text: str, ann: str) -> None:
     (folder / f"{name}.ann").write_text(ann, encoding="utf-8", newline="")
 
 
-def test_discontinuous_fragments_out_of_order_are_sorted():
-    entities, problems = parse_ann("T1\tAnatomical_Entity 18 27;0 7\tRiñones izquierdo\n", TEXT, "x.ann")
+def test_discontinuous_fragments_listed_out_of_order_are_valid_and_kept_as_listed():
+    # brat joins the text field in the listed order (a real corpus has `T74 Observation 1127 1139;949 959`).
+    entities, problems = parse_ann("T1\tAnatomical_Entity 18 27;0 7\tizquierdo Riñones\n", TEXT, "x.ann")
     assert problems == []
-    assert entities[0].fragments == ((0, 7), (18, 27))
-    assert entities[0].text == "Riñones izquierdo"
-    assert (entities[0].start, entities[0].end) == (0, 27)
+    entity = entities[0]
+    assert entity.fragments == ((18, 27), (0, 7)) and entity.sorted_fragments == ((0, 7), (18, 27))
+    assert entity.text == "izquierdo Riñones" and (entity.start, entity.end) == (0, 27)
+    assert entity == Entity("Anatomical_Entity", ((0, 7), (18, 27)))
+
+
+def test_text_field_in_sorted_order_for_unsorted_fragments_is_a_mismatch():
+    _, problems = parse_ann("T1\tAnatomical_Entity 18 27;0 7\tRiñones izquierdo\n", TEXT, "x.ann")
+    assert len(problems) == 1 and "the .ann says 'Riñones izquierdo'" in problems[0].message
 
 
 def test_text_field_containing_a_tab():

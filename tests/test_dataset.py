@@ -150,3 +150,18 @@ def test_real_case_reports_read_as_shipped():
     case = next(doc for doc in corpora["test"].documents if doc.id == "caso_112")
     long_span = next(e for e in case.entities if e.id == "T15")
     assert long_span.fragments == ((0, 267),) and "\n\n" in case.text[0:267]
+
+
+def test_fragments_listed_out_of_order_build_and_stay_as_listed(tmp_path):
+    text = "Riñón derecho de 7 cm, riñón izquierdo sin hallazgos.\n"
+    (tmp_path / "a.txt").write_text(text, encoding="utf-8")
+    ann = "T1\tAnatomical_Entity 29 38;0 5\tizquierdo Riñón\nT2\tFinding 17 21\t7 cm\n"
+    (tmp_path / "a.ann").write_text(ann, encoding="utf-8")
+    dataset, builder = build(tmp_path, types="auto")
+    row = dataset["train"][0]
+    first = row["entities"][0]
+    assert first["fragments"] == [[29, 38], [0, 5]] and (first["start"], first["end"]) == (0, 38)
+    assert first["text"] == "izquierdo Riñón"
+    names = dataset["train"].features["ner_tags_1"].feature.names
+    assert names[row["ner_tags_1"][0]] == "B-Anatomical_Entity"
+    assert [e["layer"] for e in row["entities"]] == [1, 2] and builder.splits["train"].statistics.invalid == 0

@@ -129,3 +129,13 @@ def test_word_tokenizer_offsets_on_hard_text():
     assert "Cafe\u0301" in tokens and "👍" in tokens and "\x00" in tokens
     assert all(not text[s:e].isspace() for s, e in spans)
     assert all(e > s for s, e in spans) and spans == sorted(spans)
+
+
+def test_fragments_listed_out_of_order_are_layered_by_their_sorted_fragments():
+    late, early = SPANS[7], SPANS[0]  # "RD" listed before "Leve"
+    entity = Entity("Finding", (late, early))
+    assert word_ranges(entity, SPANS, "split") == [(0, 0), (7, 7)]
+    assert word_ranges(entity, SPANS, "hull") == [(0, 7)]
+    encoding = encode(TEXT, [entity, Entity("Degree", (early, late))], TYPES, mode="split")
+    assert encoding.tags[0][0] == "B-Finding" and encoding.tags[0][7] == "B-Finding"
+    assert encoding.layer_of == [1, 2]
