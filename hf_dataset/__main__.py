@@ -16,7 +16,7 @@ import sys
 
 from hf_dataset.brat import BratError
 from hf_dataset.builder import build
-from hf_dataset.card import export, statistics_table
+from hf_dataset.card import export, skipped_table, statistics_table
 
 
 def parser() -> argparse.ArgumentParser:
@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({name: split.statistics.to_dict() for name, split in builder.splits.items()}, indent=2))
     else:
         print(statistics_table(builder))
+        print(skipped_table(builder))
     return 0
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,21 +66,40 @@ class Entity:
 
 @dataclass
 class Document:
+    """One report; ``path`` is its ``.ann`` file (empty when it was not read from a folder)."""
+
     id: str
     text: str
     entities: list[Entity]
+    path: str = ""
 
 
 @dataclass(frozen=True)
 class Problem:
-    """An annotation that cannot be used as it is: where it is and why."""
+    """An annotation that cannot be used as it is: where it is (file, line, id) and why.
+
+    ``kind`` is ``"annotation"`` for a line that cannot be read or does not match the text, ``"type"`` for an
+    entity whose type is outside the label set, ``"layering"`` for an entity that covers no word.
+    """
 
     path: str
     line: int
     message: str
+    entity_id: str = ""
+    kind: str = "annotation"
+    entity_type: str = ""
 
     def __str__(self) -> str:
-        return f"{self.path}:{self.line}: {self.message}"
+        where = f"{self.path}:{self.line}: " if self.line else f"{self.path}: "
+        return f"{where}{self.entity_id + ': ' if self.entity_id else ''}{self.message}"
+
+    def to_dict(self, root: str | Path | None = None) -> dict[str, str | int]:
+        """The JSON form kept in ``statistics.json``: ``file`` (relative to ``root`` when under it), ``line``,
+        ``id``, ``reason``."""
+        path = Path(self.path)
+        inside = root is not None and path.is_relative_to(root)
+        file = path.relative_to(root).as_posix() if inside else self.path
+        return {"file": file, "line": self.line, "id": self.entity_id, "reason": self.message}
 
 
 class BratError(ValueError):
@@ -89,10 +108,15 @@ class BratError(ValueError):
 
 @dataclass
 class Corpus:
-    """The documents of one folder, with the annotations that were skipped as invalid."""
+    """The documents of one folder, the annotations that were skipped as invalid, and unreadable files.
+
+    ``invalid`` annotations may be skipped (``skip_invalid``); ``errors`` (a ``.txt`` without ``.ann`` or the
+    reverse, a file that is not UTF-8) always stop a build.
+    """
 
     documents: list[Document]
     invalid: list[Problem] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
 
 
 def read_text(path: Path) -> str:
@@ -117,15 +141,29 @@ def parse_ann(ann_text: str, text: str, path: str) -> tuple[list[Entity], list[P
     """
     entities: list[Entity] = []
     problems: list[Problem] = []
+    first_line: dict[str, int] = {}
     for line_number, line in _logical_lines(ann_text.removeprefix("\ufeff")):
         if not line.strip() or _OTHER_LINE.match(line):
             continue
+        entity_id = line.split("\t", 1)[0] if "\t" in line else ""
+        if entity_id in first_line:
+            problems.append(Problem(path, line_number, _duplicate_id(first_line[entity_id]), entity_id))
+            continue
+        if entity_id:
+            first_line[entity_id] = line_number
         entity, problem = _parse_t_line(line, text, line_number)
         if problem:
-            problems.append(Problem(path, line_number, problem))
+            problems.append(Problem(path, line_number, problem, entity_id))
         elif entity:
             entities.append(entity)
     return entities, problems
+
+
+def _duplicate_id(first: int) -> str:
+    return (
+        f"the same id is already used on line {first}. Give every annotation its own id, "
+        "or pass --skip_invalid to keep the first one and skip this one."
+    )
 
 
 def _logical_lines(ann_text: str) -> Iterable[tuple[int, str]]:
@@ -170,28 +208,28 @@ def _parse_t_line(line: str, text: str, line_number: int = 0) -> tuple[Entity | 
             f"cannot read {line[:60]!r}: expected 'T<n><TAB>Type start end[;start end...]<TAB>text' "
             "(or an R/A/E/N/M/#/* line). Fix the line or delete it."
         )
-    entity_id, header_text, ann_text = parts
+    _, header_text, ann_text = parts
     header = _T_HEADER.match(header_text)
     if not header:
         return None, (
-            f"{entity_id}: cannot read type and offsets from {header_text!r}; expected 'Type start end' "
+            f"cannot read type and offsets from {header_text!r}; expected 'Type start end' "
             "with fragments separated by ';'."
         )
     fragments = _fragments(header.group(2))
     for start, end in fragments:
         if not 0 <= start < end <= len(text):
             return None, (
-                f"{entity_id}: fragment {start} {end} is empty or outside the text ({len(text)} characters). "
+                f"fragment {start} {end} is empty or outside the text ({len(text)} characters). "
                 "Was the .txt edited after annotation, or read with newline translation?"
             )
     slices = " ".join(text[start:end] for start, end in fragments)
     if _WHITESPACE.sub(" ", slices).strip() != _WHITESPACE.sub(" ", ann_text).strip():
         return None, (
-            f"{entity_id}: the .ann says {ann_text.strip()[:60]!r} but the .txt has {slices[:60]!r} "
+            f"the .ann says {ann_text.strip()[:60]!r} but the .txt has {slices[:60]!r} "
             f"at {header.group(2)}. "
             "Correct the offsets, or pass --skip_invalid to skip and count such entities."
         )
-    return Entity(header.group(1), fragments, entity_id, slices, line_number), None
+    return Entity(header.group(1), fragments, parts[0], slices, line_number), None
 
 
 def read_corpus(folder: str | Path, skip_invalid: bool = False) -> Corpus:
@@ -199,72 +237,111 @@ def read_corpus(folder: str | Path, skip_invalid: bool = False) -> Corpus:
 
     Args:
         folder: the corpus folder.
-        skip_invalid: skip invalid annotations and count them in ``Corpus.invalid`` instead of failing.
+        skip_invalid: skip invalid annotations and list them in ``Corpus.invalid`` instead of failing.
 
     Raises:
         BratError: a ``.txt`` without ``.ann`` or the reverse, a non-UTF-8 file, or (unless ``skip_invalid``)
             any invalid annotation; the message lists all of them with file and line.
     """
+    corpus = scan_corpus(folder)
+    check_problems({str(folder): corpus}, skip_invalid)
+    return corpus
+
+
+def scan_corpus(folder: str | Path) -> Corpus:
+    """Read what can be read below ``folder``; every problem is collected in the corpus, none is raised.
+
+    Raises:
+        BratError: ``folder`` is not a folder.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise BratError(f"{folder} is not a folder; pass a folder of brat .txt/.ann files.")
-    _check_pairs(folder)
-    documents: list[Document] = []
-    problems: list[Problem] = []
-    for txt_path in sorted(folder.rglob("*.txt")):
+    texts = sorted(path for path in folder.rglob("*.txt") if path.is_file())
+    corpus = Corpus([], errors=_unpaired(folder, texts))
+    for txt_path in texts:
         ann_path = txt_path.with_suffix(".ann")
-        text = read_text(txt_path)
-        entities, found = parse_ann(read_text(ann_path), text, str(ann_path))
+        if not ann_path.is_file():
+            continue
+        try:
+            text, ann_text = read_text(txt_path), read_text(ann_path)
+        except BratError as error:
+            corpus.errors.append(str(error))
+            continue
+        entities, found = parse_ann(ann_text, text, str(ann_path))
         doc_id = txt_path.relative_to(folder).with_suffix("").as_posix()
-        documents.append(Document(doc_id, text, entities))
-        problems.extend(found)
-    if problems and not skip_invalid:
-        raise BratError(_problem_report(problems))
-    return Corpus(documents, problems)
+        corpus.documents.append(Document(doc_id, text, entities, str(ann_path)))
+        corpus.invalid.extend(found)
+    if not texts:
+        corpus.errors.append(f"{folder} holds no .txt/.ann pairs.")
+    return corpus
 
 
-def _check_pairs(folder: Path) -> None:
-    texts = {path.with_suffix("") for path in folder.rglob("*.txt")}
-    annotations = {path.with_suffix("") for path in folder.rglob("*.ann")}
-    unpaired = [f"{stem}.txt has no .ann" for stem in sorted(texts - annotations)]
-    unpaired += [f"{stem}.ann has no .txt" for stem in sorted(annotations - texts)]
+def _unpaired(folder: Path, texts: Sequence[Path]) -> list[str]:
+    stems = {path.with_suffix("") for path in texts}
+    annotations = {path.with_suffix("") for path in folder.rglob("*.ann") if path.is_file()}
+    unpaired = [f"{stem}.txt has no .ann" for stem in sorted(stems - annotations)]
+    unpaired += [f"{stem}.ann has no .txt" for stem in sorted(annotations - stems)]
     if unpaired:
-        raise BratError(
-            f"{len(unpaired)} unpaired file(s) in {folder}:\n  "
-            + "\n  ".join(unpaired)
-            + "\nEvery report needs both files: create an empty .ann for a report without entities, "
+        unpaired[-1] += (
+            "\nEvery report needs both files: create an empty .ann for a report without entities, "
             "or remove the stray file."
         )
-    if not texts:
-        raise BratError(f"{folder} holds no .txt/.ann pairs.")
+    return unpaired
 
 
-def _problem_report(problems: Sequence[Problem]) -> str:
+def check_problems(corpora: Mapping[str, Corpus], skip_invalid: bool = False) -> None:
+    """Raise one :class:`BratError` that lists every problem of every corpus (split), or return.
+
+    Unreadable files always fail; invalid annotations fail unless ``skip_invalid``, when they stay listed in
+    ``Corpus.invalid`` to be counted and itemised.
+    """
+    sections = [_problem_section(name, corpus, skip_invalid) for name, corpus in corpora.items()]
+    types = Counter(p.entity_type for c in corpora.values() for p in c.invalid if p.kind == "type")
+    if types and not skip_invalid:
+        listed = ", ".join(f"{name} ({count})" for name, count in types.most_common())
+        sections.append(
+            f"{types.total()} entities have types outside the label set: {listed}. Pass --types auto to take "
+            "the types from the corpus, or list them in --types."
+        )
+    sections = [section for section in sections if section]
+    if not sections:
+        return
+    advice = "Fix them"
+    if not any(corpus.errors for corpus in corpora.values()):
+        advice += (
+            ", or pass --skip_invalid (skip_invalid=True) to skip them: every skipped annotation is then listed"
+            " with file, line and id in statistics.json"
+        )
+    raise BratError("\n".join(sections) + f"\n{advice}.")
+
+
+def _problem_section(name: str, corpus: Corpus, skip_invalid: bool) -> str:
+    lines = []
+    if corpus.errors:
+        lines.append(f"{name}: {len(corpus.errors)} file problem(s):\n  " + "\n  ".join(corpus.errors))
+    annotations = [p for p in corpus.invalid if p.kind == "annotation"]
+    if annotations and not skip_invalid:
+        lines.append(f"{name}: {_problem_list(annotations)}")
+    return "\n".join(lines)
+
+
+def _problem_list(problems: Sequence[Problem]) -> str:
     shown = "\n  ".join(str(problem) for problem in problems[:SHOWN_PROBLEMS])
     more = f"\n  ... and {len(problems) - SHOWN_PROBLEMS} more" if len(problems) > SHOWN_PROBLEMS else ""
     files = len({problem.path for problem in problems})
-    return (
-        f"{len(problems)} invalid annotation(s) in {files} file(s):\n  {shown}{more}\n"
-        "Fix them, or pass --skip_invalid (skip_invalid=True) to skip and count them."
-    )
+    return f"{len(problems)} invalid annotation(s) in {files} file(s):\n  {shown}{more}"
 
 
-def check_types(corpus: Corpus, types: Sequence[str], skip_invalid: bool = False) -> None:
-    """Fail on entity types outside ``types``, or (``skip_invalid``) remove them and count them as invalid."""
+def check_types(corpus: Corpus, types: Sequence[str]) -> None:
+    """Move entities whose type is outside ``types`` to ``corpus.invalid`` (kind ``"type"``)."""
     allowed = set(types)
-    unknown = Counter(e.type for doc in corpus.documents for e in doc.entities if e.type not in allowed)
-    if not unknown:
-        return
-    if not skip_invalid:
-        listed = ", ".join(f"{name} ({count})" for name, count in unknown.most_common())
-        raise BratError(
-            f"The corpus has entity types outside the label set: {listed}. Pass --types auto to take the types "
-            "from the corpus, list them in --types, or pass --skip_invalid to skip and count these entities."
-        )
     for doc in corpus.documents:
-        for entity in doc.entities:
-            if entity.type not in allowed:
-                corpus.invalid.append(Problem(doc.id, 0, f"{entity.id}: type {entity.type} not in the label set"))
+        corpus.invalid.extend(
+            Problem(doc.path, e.line, f"type {e.type} is not in the label set", e.id, "type", e.type)
+            for e in doc.entities
+            if e.type not in allowed
+        )
         doc.entities = [e for e in doc.entities if e.type in allowed]
 
 

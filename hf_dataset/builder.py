@@ -15,7 +15,7 @@ from typing import Any
 
 import datasets
 
-from hf_dataset.brat import Corpus, Document, Entity, Problem, check_types, read_corpus
+from hf_dataset.brat import BratError, Corpus, Document, Entity, Problem, check_problems, check_types, scan_corpus
 from hf_dataset.layers import Discontinuous, Encoding, decode, encode, label_names, spans_to_entities
 from hf_pipeline.scoring import score
 
@@ -38,6 +38,12 @@ SPLIT_FOLDERS = {"train": "train", "dev": "validation", "validation": "validatio
 def find_splits(brat_dir: str | Path) -> dict[str, Path]:
     """Map split names to folders: ``train/``, ``dev/`` or ``validation/``, ``test/``; else the folder is ``train``."""
     brat_dir = Path(brat_dir)
+    if not brat_dir.is_dir():
+        state = "is not a folder" if brat_dir.exists() else "does not exist"
+        raise BratError(
+            f"--brat_dir {brat_dir} {state}; pass the folder that holds the .txt/.ann files "
+            "(or its train/, dev/ or validation/, test/ folders)."
+        )
     found = {SPLIT_FOLDERS[p.name]: p for p in brat_dir.iterdir() if p.is_dir() and p.name in SPLIT_FOLDERS}
     found = {split: found[split] for split in ("train", "validation", "test") if split in found}
     if "dev" in {p.name for p in brat_dir.iterdir()} and (brat_dir / "validation").is_dir():
@@ -45,8 +51,22 @@ def find_splits(brat_dir: str | Path) -> dict[str, Path]:
     return found or {"train": brat_dir}
 
 
-def read_splits(brat_dir: str | Path, skip_invalid: bool = False) -> dict[str, Corpus]:
-    return {split: read_corpus(folder, skip_invalid) for split, folder in find_splits(brat_dir).items()}
+def read_splits(
+    brat_dir: str | Path, types: str | Sequence[str] | None = None, skip_invalid: bool = False
+) -> tuple[dict[str, Corpus], list[str]]:
+    """Read every split and resolve the label set; fail once, listing every problem of every split.
+
+    Returns:
+        The corpus of each split (with ``skip_invalid``, its skipped annotations in ``Corpus.invalid``) and the
+        label set (see :func:`resolve_types`).
+    """
+    folders = find_splits(brat_dir)
+    corpora = {split: scan_corpus(folder) for split, folder in folders.items()}
+    names = resolve_types(types, corpora)
+    for corpus in corpora.values():
+        check_types(corpus, names)
+    check_problems({f"{split} ({folders[split]})": corpus for split, corpus in corpora.items()}, skip_invalid)
+    return corpora, names
 
 
 def resolve_types(types: str | Sequence[str] | None, corpora: dict[str, Corpus]) -> list[str]:
@@ -125,6 +145,7 @@ class SplitStatistics:
     per_type: Counter = field(default_factory=Counter)
     per_layer: Counter = field(default_factory=Counter)
     oracle: dict = field(default_factory=dict)
+    skipped: list[dict] = field(default_factory=list)  # every invalid annotation: file, line, id, reason
 
     def to_dict(self) -> dict[str, Any]:
         values = dict(self.__dict__)
@@ -142,12 +163,19 @@ class LayeredSplit:
     statistics: SplitStatistics
 
 
-def layer_split(corpus: Corpus, types: Sequence[str], max_layers: int, mode: Discontinuous) -> LayeredSplit:
-    """Encode every document of a split and account for every entity; the oracle scores decode(encode(gold))."""
+def layer_split(
+    corpus: Corpus, types: Sequence[str], max_layers: int, mode: Discontinuous, root: str | Path | None = None
+) -> LayeredSplit:
+    """Encode every document of a split and account for every entity; the oracle scores decode(encode(gold)).
+
+    Skipped annotations are itemised in the statistics with file paths relative to ``root`` (the corpus folder).
+    """
     encodings = [encode(doc.text, doc.entities, types, max_layers, mode) for doc in corpus.documents]
     for doc, encoding in zip(corpus.documents, encodings):
-        corpus.invalid.extend(Problem(doc.id, 0, f"{doc.entities[i].id}: covers no word") for i in encoding.uncovered)
+        uncovered = (doc.entities[i] for i in encoding.uncovered)
+        corpus.invalid.extend(Problem(doc.path, e.line, "covers no word", e.id, "layering") for e in uncovered)
     stats = SplitStatistics(reports=len(corpus.documents), invalid=len(corpus.invalid))
+    stats.skipped = [problem.to_dict(root) for problem in corpus.invalid]
     for doc, encoding in zip(corpus.documents, encodings):
         stats.read += len(doc.entities) - len(encoding.uncovered)
         stats.encoded += encoding.encoded
@@ -202,13 +230,11 @@ class RadiologyNer(datasets.GeneratorBasedBuilder):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        corpora = read_splits(self.config.brat_dir, self.config.skip_invalid)
-        self.types = resolve_types(self.config.types, corpora)
-        for corpus in corpora.values():
-            check_types(corpus, self.types, self.config.skip_invalid)
         cfg = self.config
+        corpora, self.types = read_splits(cfg.brat_dir, cfg.types, cfg.skip_invalid)
         self.splits = {
-            name: layer_split(c, self.types, cfg.max_layers, cfg.discontinuous) for name, c in corpora.items()
+            name: layer_split(c, self.types, cfg.max_layers, cfg.discontinuous, cfg.brat_dir)
+            for name, c in corpora.items()
         }
         self.info.features = features(self.types, self.config.max_layers)
 

@@ -13,6 +13,7 @@ from huggingface_hub import DatasetCard, DatasetCardData
 from hf_dataset.builder import RadiologyNer, SplitStatistics
 
 STATISTICS_FILE = "statistics.json"
+SHOWN_SKIPPED = 100
 
 
 def size_category(rows: int) -> str:
@@ -96,8 +97,12 @@ Labels: {", ".join(f"`{name}`" for name in builder.types)}.
   layers in which they overlap no word already taken; entities are never split across layers, so every layer
   is valid IOB2. An entity that fits nowhere is **dropped for depth**; exact duplicates (same type, same
   fragments) are **merged** and carry their twin's layer.
-- **Invalid** annotations (text that differs from the `.txt`, offsets outside it, types outside the label
-  set, spans covering no word) stop the build unless `--skip_invalid` is given, when they are counted here.
+- **Invalid** annotations (text that differs from the `.txt`, offsets outside it, a `T` id used twice in one
+  `.ann`, types outside the label set) stop the build unless `--skip_invalid` is given; then each one is skipped
+  (of a duplicated id, the first line is kept) and listed below and in `statistics.json` with file, line, id
+  and reason. Spans covering no word are listed the same way. Unreadable files (a `.txt` without `.ann` or
+  the reverse, a file that is not UTF-8) always stop the build. Every problem of every split is reported in
+  one run.
 - **Oracle**: decoding the gold tags and scoring them against the true gold entities with the task's official
   scorer gives the ceiling of the layered method on this corpus.
 
@@ -106,6 +111,8 @@ Every entity read is accounted for: read = encoded + merged + dropped + invalid.
 ## Statistics
 
 {statistics_table(builder)}
+
+{skipped_table(builder)}
 
 ## Citation
 
@@ -132,4 +139,23 @@ def statistics_table(builder: RadiologyNer) -> str:
     ]
     lines = ["| | " + " | ".join(splits) + " |", "| --- |" + " ---: |" * len(splits)]
     lines += [f"| {name} | " + " | ".join(str(value) for value in values) + " |" for name, values in rows]
+    return "\n".join(lines)
+
+
+def skipped_table(builder: RadiologyNer, limit: int = SHOWN_SKIPPED) -> str:
+    """Every skipped (invalid) annotation with split, file, line, id and reason; the first ``limit`` in full."""
+    rows = [(name, item) for name, layered in builder.splits.items() for item in layered.statistics.skipped]
+    if not rows:
+        return "No annotation was skipped."
+    lines = [
+        f"Skipped annotations ({len(rows)}):",
+        "",
+        "| split | file | line | id | reason |",
+        "| --- | --- | ---: | --- | --- |",
+    ]
+    for name, item in rows[:limit]:
+        reason = str(item["reason"]).replace("|", "\\|").replace("\n", " ")
+        lines.append(f"| {name} | `{item['file']}` | {item['line']} | {item['id']} | {reason} |")
+    if len(rows) > limit:
+        lines.append(f"\n... and {len(rows) - limit} more, listed in `{STATISTICS_FILE}`.")
     return "\n".join(lines)

@@ -124,7 +124,7 @@ def test_all_mismatches_reported_together_or_skipped_and_counted(tmp_path):
         write_pair(tmp_path, name, TEXT, "T1\tFinding 0 7\tXXX\nT2\tFinding 8 15\tderecho\nT3\tDegree 0 7\tYYY\n")
     with pytest.raises(BratError) as error:
         read_corpus(tmp_path)
-    assert str(error.value).startswith("4 invalid annotation(s) in 2 file(s)")
+    assert f"{tmp_path}: 4 invalid annotation(s) in 2 file(s)" in str(error.value)
     corpus = read_corpus(tmp_path, skip_invalid=True)
     assert len(corpus.invalid) == 4
     assert [len(doc.entities) for doc in corpus.documents] == [1, 1]
@@ -178,3 +178,31 @@ def test_writer_round_trip_keeps_fragments_and_handles_line_breaks(tmp_path):
     read_back = read_corpus(tmp_path).documents[0].entities
     assert read_back == entities
     assert [e.id for e in read_back] == ["T1", "T2", "T3"]
+
+
+def test_duplicate_t_ids_name_both_lines_or_keep_the_first_when_skipped(tmp_path):
+    write_pair(tmp_path, "a", TEXT, "T1\tFinding 0 7\tRiñones\nA1\tNegated T1\nT1\tDegree 8 15\tderecho\n")
+    with pytest.raises(BratError) as error:
+        read_corpus(tmp_path)
+    assert f"{tmp_path / 'a.ann'}:3: T1: the same id is already used on line 1" in str(error.value)
+    corpus = read_corpus(tmp_path, skip_invalid=True)
+    assert [(e.id, e.type) for e in corpus.documents[0].entities] == [("T1", "Finding")]
+    assert [(p.line, p.entity_id) for p in corpus.invalid] == [(3, "T1")]
+
+
+def test_a_folder_named_like_a_text_file_is_a_folder(tmp_path):
+    write_pair(tmp_path / "x.txt", "r1", TEXT, "T1\tFinding 0 7\tRiñones\n")
+    assert [doc.id for doc in read_corpus(tmp_path).documents] == ["x.txt/r1"]
+
+
+def test_unreadable_files_and_invalid_annotations_are_reported_together(tmp_path):
+    write_pair(tmp_path, "a", TEXT, "T1\tFinding 0 7\tXXX\n")
+    (tmp_path / "b.txt").write_bytes("riñón".encode("latin-1"))
+    (tmp_path / "b.ann").write_text("", encoding="utf-8")
+    (tmp_path / "c.ann").write_text("", encoding="utf-8")
+    for skip_invalid in (False, True):
+        with pytest.raises(BratError) as error:
+            read_corpus(tmp_path, skip_invalid=skip_invalid)
+        message = str(error.value)
+        assert "b.txt:1: not valid UTF-8" in message and "c.ann has no .txt" in message
+        assert ("a.ann:1: T1: the .ann says 'XXX'" in message) is not skip_invalid

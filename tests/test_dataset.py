@@ -145,7 +145,7 @@ def test_cli_builds_the_bundled_sample_in_a_subprocess(tmp_path):
 
 def test_real_case_reports_read_as_shipped():
     # caso_112 has a T line whose text field runs over 10 physical lines, blank ones included.
-    corpora = read_splits(CT_EBM)
+    corpora, _ = read_splits(CT_EBM, "auto")
     assert {name: len(c.documents) for name, c in corpora.items()} == {"train": 70, "validation": 15, "test": 15}
     case = next(doc for doc in corpora["test"].documents if doc.id == "caso_112")
     long_span = next(e for e in case.entities if e.id == "T15")
@@ -165,3 +165,40 @@ def test_fragments_listed_out_of_order_build_and_stay_as_listed(tmp_path):
     names = dataset["train"].features["ner_tags_1"].feature.names
     assert names[row["ner_tags_1"][0]] == "B-Anatomical_Entity"
     assert [e["layer"] for e in row["entities"]] == [1, 2] and builder.splits["train"].statistics.invalid == 0
+
+
+def write_split(folder, name, text, ann):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.txt").write_text(text, encoding="utf-8")
+    (folder / f"{name}.ann").write_text(ann, encoding="utf-8")
+
+
+def test_every_problem_of_every_split_is_reported_in_one_run(tmp_path):
+    text = "Quiste simple en RD.\n"
+    write_split(tmp_path / "train", "a", text, "T1\tFinding 0 6\tQuiste\nT2\tFinding 0 6\tXXX\n")
+    write_split(tmp_path / "dev", "b", text, "T1\tFinding 0 6\tQuiste\nT1\tFinding 17 19\tRD\n")
+    write_split(tmp_path / "test", "c", text, "T1\tFinding 0 6\tQuiste\n")
+    (tmp_path / "test" / "d.txt").write_text(text, encoding="utf-8")
+    with pytest.raises(BratError) as error:
+        build(tmp_path, types="Finding")
+    message = str(error.value)
+    assert f"{tmp_path / 'train' / 'a.ann'}:2: T2: the .ann says 'XXX'" in message
+    assert f"{tmp_path / 'dev' / 'b.ann'}:2: T1: the same id is already used on line 1" in message
+    assert f"{tmp_path / 'test' / 'd'}.txt has no .ann" in message
+
+
+def test_skip_invalid_itemises_what_it_skipped_in_statistics_and_card(tmp_path):
+    text = "Quiste simple en RD.\n"
+    write_split(tmp_path / "c" / "train", "a", text, "T1\tFinding 0 6\tQuiste\nT2\tFinding 0 6\tXXX\n")
+    write_split(tmp_path / "c" / "test", "b", text, "T1\tFinding 0 6\tQuiste\nT2\tAbbreviation 17 19\tRD\n")
+    out = tmp_path / "out"
+    assert cli(["build", "--brat_dir", str(tmp_path / "c"), "--types", "Finding", "--skip_invalid",
+                "--output_dir", str(out)]) == 0  # fmt: skip
+    skipped = {split: s["skipped"] for split, s in json.loads((out / "statistics.json").read_text()).items()}
+    assert skipped["train"] == [{"file": "train/a.ann", "line": 2, "id": "T2", "reason": skipped["train"][0]["reason"]}]
+    assert skipped["train"][0]["reason"].startswith("the .ann says 'XXX'")
+    assert skipped["test"] == [
+        {"file": "test/b.ann", "line": 2, "id": "T2", "reason": "type Abbreviation is not in the label set"}
+    ]
+    card = (out / "README.md").read_text(encoding="utf-8")
+    assert "| test | `test/b.ann` | 2 | T2 | type Abbreviation is not in the label set |" in card
