@@ -1,12 +1,16 @@
 """Publish a model bundle, a dataset folder or the Gradio Space to the Hugging Face Hub.
 
-    python push_to_hub.py model --model_dir OUT/model --repo_id ORG/NAME [--private] [--revision BRANCH] [--dry_run]
+    python push_to_hub.py model --model_dir OUT/model --repo_id ORG/NAME [--public] [--revision BRANCH] [--dry_run]
     python push_to_hub.py dataset --dataset_dir DIR --repo_id ORG/NAME [--public] [--dry_run]
-    python push_to_hub.py space --space_dir space --repo_id ORG/NAME --model_id ORG/NAME [--dry_run]
+    python push_to_hub.py space --space_dir space --repo_id ORG/NAME --model_id ORG/NAME [--private] [--dry_run]
 
-Every run first checks the folder (layout, card metadata, no training data in a model repo, no secrets) and
-prints the plan: repo, visibility, revision, every file with its size. ``--dry_run`` stops there and touches
-no network. Exit codes: 0 done, 1 the Hub could not be used (offline, no token, unreachable), 2 a check failed.
+Visibility: models and datasets are private unless ``--public`` (a model fine-tuned on clinical reports can
+reproduce pieces of them, and clinical corpora are rarely free to share); Spaces are public unless ``--private``
+(the demo holds code, no data). Every run first checks the folder (layout, card metadata, no training data in a
+model repo, no secrets by file name or content, no link out of the folder) and prints the plan: repo, visibility
+and why, revision, every file with its size. ``--dry_run`` stops there and touches no network. Every Hub request
+gives up after ``--timeout`` seconds without an answer. Exit codes: 0 done, 1 the Hub could not be used (offline,
+no token, unreachable, no answer), 2 a check failed.
 """
 
 from __future__ import annotations
@@ -18,18 +22,23 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
-from huggingface_hub import DatasetCard, HfApi, ModelCard, SpaceCard, constants, get_token
+from huggingface_hub import DatasetCard, HfApi, ModelCard, SpaceCard, get_token, set_client_factory
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
-from hf_pipeline.hub import hub_unreachable
+from hf_pipeline.hub import hub_unreachable, offline_variable
 
 try:  # the HTTP client of huggingface_hub: httpx2 from 2.x, httpx before
     from httpx2 import HTTPError as HubTransportError
+    from httpx2 import Timeout as HubTimeout
+    from httpx2 import TimeoutException as HubTimeoutError
 except ImportError:  # pragma: no cover
     from httpx import HTTPError as HubTransportError
+    from httpx import Timeout as HubTimeout
+    from httpx import TimeoutException as HubTimeoutError
 
 IGNORE_PATTERNS = [
     ".git/*",
@@ -41,17 +50,51 @@ IGNORE_PATTERNS = [
     "*/checkpoint-*/*",
 ]
 TRAINING_DATA_PATTERNS = ["*.parquet", "*.arrow", "*.jsonl", "*.conll", "*.csv", "*.tsv", "*.ann"]
-SECRET_FILE_PATTERNS = [".env", "*.pem", "id_rsa*", ".netrc"]
-BINARY_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".onnx", ".h5", ".msgpack", ".parquet", ".arrow"}
-BINARY_SUFFIXES |= {".png", ".jpg", ".jpeg", ".gif", ".webp", ".ico", ".zip", ".gz"}
-HF_TOKEN_PATTERN = re.compile(rb"hf_[A-Za-z0-9]{30,}")
+# Names of files that hold credentials (matched on the file name) and paths (matched on the whole relative path).
+SECRET_FILE_PATTERNS = [".env", ".env.*", "*.pem", "*.key", "*.p12", "*.pfx", "id_rsa*", "id_dsa*", "id_ecdsa*"]
+SECRET_FILE_PATTERNS += ["id_ed25519*", ".netrc", ".pypirc", ".git-credentials", "kaggle.json"]
+SECRET_PATH_PATTERNS = [".aws/credentials", "*/.aws/credentials"]
+# What a credential looks like inside a file of any type (weights included), and what to do about it. Each pattern
+# starts with a literal so that the regex engine skims gigabytes of weights (about 2 s/GB for all four).
+SECRET_CONTENT = {
+    "a Hugging Face access token (hf_...)": (
+        re.compile(rb"hf_[A-Za-z0-9]{30,}"),
+        "revoke the token at https://huggingface.co/settings/tokens",
+    ),
+    "a private key (-----BEGIN ... PRIVATE KEY-----)": (
+        re.compile(rb"-----BEGIN [A-Z0-9 ]*PRIVATE KEY( BLOCK)?-----"),
+        "treat the key as leaked if it was ever shared",
+    ),
+    "an AWS access key id (AKIA...)": (re.compile(rb"A(?:KIA|SIA)[0-9A-Z]{16}"), "rotate the key in AWS IAM"),
+    "a GitHub token (ghp_..., github_pat_...)": (
+        re.compile(rb"gh(?:[pousr]_[A-Za-z0-9]{36}|ithub_pat_[A-Za-z0-9_]{40,})"),
+        "revoke it at https://github.com/settings/tokens",
+    ),
+}
+SCAN_CHUNK = 1 << 20
+SCAN_OVERLAP = 256  # longer than any pattern above, so a secret cut by a chunk boundary is still found
 TOKENIZER_FILES = ["tokenizer.json", "vocab.txt", "sentencepiece.bpe.model", "spiece.model"]
 NETWORK_TIMEOUT_S = 5
+DEFAULT_TIMEOUT_S = 120.0
 CHECK_FAILED, HUB_FAILED = 2, 1
 PUBLIC_DATASET_WARNING = (
     "warning: --public makes this dataset visible to everyone. Clinical corpora usually come under a data-use "
     "agreement that forbids redistribution: publish only data you are allowed to share."
 )
+PUBLIC_MODEL_WARNING = (
+    "warning: --public makes this model visible to everyone. A model fine-tuned on clinical reports can reproduce "
+    "pieces of them (the tiny preset memorises its training reports): publish only if the training data allows it."
+)
+PUBLIC_WARNINGS = {"model": PUBLIC_MODEL_WARNING, "dataset": PUBLIC_DATASET_WARNING}
+# Why each repo type gets its visibility, printed with the plan: (repo type, private) -> reason.
+VISIBILITY_REASONS = {
+    ("model", True): "the default for models: one trained on clinical text can reproduce it; --public to publish",
+    ("model", False): "--public was given",
+    ("dataset", True): "the default for datasets: clinical corpora are rarely free to share; --public to publish",
+    ("dataset", False): "--public was given",
+    ("space", False): "the default for Spaces: the demo holds code, no data; --private to hide it",
+    ("space", True): "--private was given",
+}
 
 
 class CheckFailed(Exception):
@@ -113,21 +156,55 @@ def human_size(size: int) -> str:
 
 
 def check_common(folder: Path, files: list[str]) -> None:
-    """Checks for every repo type: a folder, no ``.git``, no secrets."""
+    """Checks for every repo type: a folder, no ``.git``, no link out of it, no secrets by name or content."""
     if not folder.is_dir():
         raise CheckFailed(f"{folder} is not a folder: pass the folder to upload.")
     git = next(folder.rglob(".git"), None)
     if git is not None:
         raise CheckFailed(f"{git} is a git checkout: upload from a plain folder (copy the files out of the clone).")
-    secrets = [relative for relative in files if matches(relative, SECRET_FILE_PATTERNS)]
+    check_links(folder)
+    secrets = [relative for relative in files if is_secret_file(relative)]
     if secrets:
         raise CheckFailed(f"{folder} holds secret files {secrets}: move them out of the folder before publishing.")
     for relative in files:
-        if Path(relative).suffix not in BINARY_SUFFIXES and HF_TOKEN_PATTERN.search((folder / relative).read_bytes()):
+        found = secret_in(folder / relative)
+        if found:
+            kind, advice = found
+            raise CheckFailed(f"{folder / relative} contains what looks like {kind}: remove it, and {advice}.")
+
+
+def is_secret_file(relative: str) -> bool:
+    """
+    >>> [is_secret_file(name) for name in ("id_ed25519", "deploy.key", ".env.local", "x/.aws/credentials", "a.json")]
+    [True, True, True, True, False]
+    """
+    return matches(relative, SECRET_FILE_PATTERNS) or any(
+        fnmatch.fnmatchcase(relative, pattern) for pattern in SECRET_PATH_PATTERNS
+    )
+
+
+def check_links(folder: Path) -> None:
+    """Refuse a symbolic link that leads out of ``folder``: the upload would send the file it points to."""
+    root = folder.resolve()
+    for path in sorted(folder.rglob("*")):
+        if path.is_symlink() and not path.resolve().is_relative_to(root):
             raise CheckFailed(
-                f"{folder / relative} contains what looks like a Hugging Face access token (hf_...): remove it, "
-                "and revoke the token at https://huggingface.co/settings/tokens."
+                f"{path} is a link to {path.resolve()}, outside {folder}: the upload would send that file. "
+                "Copy what belongs in the repo into the folder, or delete the link."
             )
+
+
+def secret_in(path: Path) -> tuple[str, str] | None:
+    """``(what, advice)`` for the first credential found in ``path`` (read in chunks, any file type), or ``None``."""
+    tail = b""
+    with path.open("rb") as stream:
+        while chunk := stream.read(SCAN_CHUNK):
+            window = tail + chunk
+            for kind, (pattern, advice) in SECRET_CONTENT.items():
+                if pattern.search(window):
+                    return kind, advice
+            tail = window[-SCAN_OVERLAP:]
+    return None
 
 
 def load_card(readme: Path, card_class: type[ModelCard] | type[DatasetCard] | type[SpaceCard]):
@@ -250,7 +327,8 @@ def print_plan(plan: Plan, dry_run: bool) -> None:
     sizes = {relative: (plan.folder / relative).stat().st_size for relative in plan.files}
     print(f"{'Dry run, nothing is sent' if dry_run else 'Uploading'}: {plan.folder} ->")
     print(f"  repo:       {plan.repo_id} ({plan.repo_type})")
-    print(f"  visibility: {'private' if plan.private else 'public'}")
+    visibility = "private" if plan.private else "public"
+    print(f"  visibility: {visibility} ({VISIBILITY_REASONS[plan.repo_type, plan.private]})")
     print(f"  revision:   {plan.revision or 'main'}")
     for key, value in plan.space_variables.items():
         print(f"  variable:   {key}={value} (Space variable)")
@@ -265,8 +343,9 @@ def print_plan(plan: Plan, dry_run: bool) -> None:
 
 def require_hub() -> str:
     """The token, once offline mode, login and network have been checked; fails within seconds otherwise."""
-    if constants.HF_HUB_OFFLINE:
-        raise HubUnavailable("HF_HUB_OFFLINE=1 is set: unset it to publish, or use --dry_run.")
+    offline = offline_variable()
+    if offline:
+        raise HubUnavailable(f"{offline} is set: unset it to publish, or use --dry_run.")
     token = get_token()
     if not token:
         raise HubUnavailable("No Hugging Face token: run `hf auth login` or set HF_TOKEN (a token with write access).")
@@ -278,8 +357,33 @@ def require_hub() -> str:
     return token
 
 
-def push(plan: Plan, token: str) -> str:
+def set_hub_timeout(seconds: float) -> None:
+    """Make every request of huggingface_hub give up after ``seconds`` without progress (its default: never).
+
+    huggingface_hub sends its API calls through one shared ``httpx`` client built by a factory; this wraps the
+    factory so that the client (and any rebuilt one) carries the timeout.
+    """
+    from huggingface_hub.utils._http import default_client_factory  # the factory huggingface_hub itself uses
+
+    def factory() -> Any:
+        client = default_client_factory()
+        client.timeout = HubTimeout(seconds)
+        return client
+
+    set_client_factory(factory)
+
+
+def request_line(error: HubTransportError) -> str:
+    """``METHOD URL`` of the request that failed, or ``a request`` when the error does not carry it."""
+    try:
+        return f"{error.request.method} {error.request.url}"
+    except RuntimeError:  # httpx raises it for an error built without its request
+        return "a request"
+
+
+def push(plan: Plan, token: str, timeout: float = DEFAULT_TIMEOUT_S) -> str:
     """Create the repo (and branch), upload the folder, set Space variables; returns the commit URL."""
+    set_hub_timeout(timeout)
     api = HfApi(token=token)
     try:
         api.create_repo(
@@ -301,6 +405,11 @@ def push(plan: Plan, token: str) -> str:
         )
         for key, value in plan.space_variables.items():
             api.add_space_variable(plan.repo_id, key, value)
+    except HubTimeoutError as error:
+        raise HubUnavailable(
+            f"Publishing {plan.repo_id} failed: {request_line(error)} got no answer within {timeout:g} s. "
+            "Try again later, or allow more time with --timeout."
+        ) from error
     except (OSError, HubTransportError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise HubUnavailable(f"Publishing {plan.repo_id} failed: {first_line}") from error
@@ -318,20 +427,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     commands = parser.add_subparsers(dest="command", required=True)
     model = commands.add_parser("model", help="a bundle folder written by train.py (OUT/model)")
     model.add_argument("--model_dir", dest="folder", required=True)
-    model.add_argument("--private", action="store_true", help="create the repo private (default: public)")
     model.add_argument("--revision", help="upload to this branch (created if missing) instead of main")
     dataset = commands.add_parser("dataset", help="a folder written by `python -m hf_dataset` (data/*.parquet)")
     dataset.add_argument("--dataset_dir", dest="folder", required=True)
-    dataset.add_argument(
-        "--public", dest="private", action="store_false", help="create the repo public (default: private)"
-    )
     space = commands.add_parser("space", help="the Gradio demo folder (space/)")
     space.add_argument("--space_dir", dest="folder", required=True)
-    space.set_defaults(private=False)
     space.add_argument("--model_id", required=True, help="the model repo the demo loads (Space variable MODEL_ID)")
-    for sub in (model, dataset, space):
+    for sub, private in ((model, True), (dataset, True), (space, False)):
         sub.add_argument("--repo_id", required=True, help="ORG/NAME on the Hub")
+        visibility = sub.add_mutually_exclusive_group()
+        visibility.add_argument("--private", dest="private", action="store_const", const=True, help="a private repo")
+        visibility.add_argument("--public", dest="private", action="store_const", const=False, help="a public repo")
+        sub.set_defaults(private=private)
         sub.add_argument("--dry_run", action="store_true", help="check and print the plan; touch no network")
+        sub.add_argument(
+            "--timeout",
+            type=float,
+            default=DEFAULT_TIMEOUT_S,
+            help="seconds a Hub request may wait for an answer before the push gives up (default: %(default)g)",
+        )
     parser.set_defaults(revision=None, model_id=None)
     return parser.parse_args(argv)
 
@@ -339,8 +453,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code (0 done, 1 Hub unavailable, 2 a check failed)."""
     args = parse_args(argv)
-    if args.command == "dataset" and not args.private:
-        print(PUBLIC_DATASET_WARNING, file=sys.stderr)
+    if not args.private and args.command in PUBLIC_WARNINGS:
+        print(PUBLIC_WARNINGS[args.command], file=sys.stderr)
     try:
         plan = make_plan(args)
     except CheckFailed as error:
@@ -352,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         token = require_hub()
         print_plan(plan, dry_run=False)
-        push(plan, token)
+        push(plan, token, args.timeout)
     except HubUnavailable as error:
         print(f"error: {error}", file=sys.stderr)
         return HUB_FAILED

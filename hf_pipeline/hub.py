@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import urllib.error
 import urllib.request
 
 from huggingface_hub import constants
+
+
+def offline_variable() -> str | None:
+    """The environment setting that puts huggingface_hub in offline mode (``"TRANSFORMERS_OFFLINE=1"``), or ``None``.
+
+    huggingface_hub reads ``HF_HUB_OFFLINE`` and, only when that one is unset or empty, ``TRANSFORMERS_OFFLINE``.
+    """
+    if not constants.HF_HUB_OFFLINE:
+        return None
+    name = "HF_HUB_OFFLINE" if os.environ.get("HF_HUB_OFFLINE") else "TRANSFORMERS_OFFLINE"
+    return f"{name}={os.environ.get(name, '')}"
 
 
 def hub_unreachable(timeout: float = 5.0) -> str | None:
@@ -13,8 +25,9 @@ def hub_unreachable(timeout: float = 5.0) -> str | None:
 
     Any HTTP answer, even an error status, means the Hub is reachable.
     """
-    if constants.HF_HUB_OFFLINE:
-        return "HF_HUB_OFFLINE=1 is set"
+    offline = offline_variable()
+    if offline:
+        return f"{offline} is set"
     try:
         urllib.request.urlopen(urllib.request.Request(constants.ENDPOINT, method="HEAD"), timeout=timeout).close()
     except urllib.error.HTTPError:

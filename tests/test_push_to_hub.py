@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -13,7 +15,7 @@ from huggingface_hub import DatasetCard
 
 from hf_dataset.builder import build
 from hf_dataset.card import export
-from push_to_hub import human_size, main
+from push_to_hub import SCAN_CHUNK, human_size, main, secret_in
 
 from .conftest import NUBES, REPO
 
@@ -67,7 +69,8 @@ def test_model_dry_run_prints_the_plan(model_dir, capsys):
     out = capsys.readouterr().out
     assert "Dry run, nothing is sent" in out
     assert "repo:       org/radiology-ner (model)" in out
-    assert "visibility: public" in out and "revision:   main" in out
+    assert "visibility: private (the default for models: one trained on clinical text can reproduce it" in out
+    assert "revision:   main" in out
     assert_plan_lists_every_file(out, model_dir)
     assert "layer_2/model.safetensors" in out and "radiology_ner.py" in out
 
@@ -204,3 +207,171 @@ def test_offline_push_fails_fast_with_a_clear_error(model_dir):
     assert result.returncode == 1
     assert "HF_HUB_OFFLINE=1 is set: unset it to publish, or use --dry_run" in result.stderr
     assert FAKE_TOKEN not in result.stdout + result.stderr
+
+
+# --- visibility ---------------------------------------------------------------------------------------------------
+
+
+def test_model_public_says_so_and_warns(model_dir, capsys):
+    assert main(["model", "--model_dir", str(model_dir), "--repo_id", "org/m", "--public", "--dry_run"]) == 0
+    captured = capsys.readouterr()
+    assert "visibility: public (--public was given)" in captured.out
+    assert "warning:" in captured.err and "reproduce pieces of them" in captured.err
+
+
+def test_space_is_public_unless_private(space_dir, capsys):
+    argv = ["space", "--space_dir", str(space_dir), "--repo_id", "org/demo", "--model_id", "org/m", "--dry_run"]
+    assert main(argv) == 0
+    assert "visibility: public (the default for Spaces: the demo holds code, no data" in capsys.readouterr().out
+    assert main([*argv, "--private"]) == 0
+    assert "visibility: private (--private was given)" in capsys.readouterr().out
+
+
+def test_private_and_public_together_is_a_usage_error(model_dir):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["model", "--model_dir", str(model_dir), "--repo_id", "org/m", "--private", "--public", "--dry_run"])
+    assert exit_info.value.code == 2
+
+
+# --- secrets ------------------------------------------------------------------------------------------------------
+
+PRIVATE_KEY = (
+    "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmU=\n-----END OPENSSH PRIVATE KEY-----\n"
+)
+
+
+@pytest.mark.parametrize(
+    "name", ["id_ed25519", "id_ecdsa", "server.key", ".env.production", ".aws/credentials", "kaggle.json", ".pypirc"]
+)
+def test_more_secret_files_are_refused(space_dir, capsys, name):
+    (space_dir / name).parent.mkdir(exist_ok=True)
+    (space_dir / name).write_text("secret\n", encoding="utf-8")
+    argv = ["space", "--space_dir", str(space_dir), "--repo_id", "org/demo", "--model_id", "org/m", "--dry_run"]
+    assert main(argv) == 2
+    assert name in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "kind"),
+    [
+        ("notes.md", PRIVATE_KEY, "private key"),
+        ("extra.safetensors", "\0\0header" + PRIVATE_KEY, "private key"),
+        ("figure.png", "\x89PNG\0" + FAKE_TOKEN, "access token"),
+        ("vocab.bin", "weights AKIAABCDEFGHIJKLMNOP weights", "AWS access key"),
+    ],
+)
+def test_secrets_inside_any_file_type_are_refused(model_dir, capsys, name, content, kind):
+    (model_dir / name).write_bytes(content.encode("latin-1"))
+    assert main(["model", "--model_dir", str(model_dir), "--repo_id", "org/m", "--dry_run"]) == 2
+    err = capsys.readouterr().err
+    assert name in err and kind in err
+    assert FAKE_TOKEN not in err and "b3BlbnNzaC1rZXkt" not in err
+
+
+def test_a_token_across_two_read_chunks_is_found(tmp_path):
+    path = tmp_path / "big.bin"
+    path.write_bytes(b"\0" * (SCAN_CHUNK - 10) + FAKE_TOKEN.encode() + b"\0" * 100)
+    assert "access token" in secret_in(path)[0]
+    path.write_bytes(b"\0" * (SCAN_CHUNK * 2 + 100))
+    assert secret_in(path) is None
+
+
+def test_link_out_of_the_folder_is_refused(model_dir, tmp_path, capsys):
+    outside = tmp_path / "elsewhere.txt"
+    outside.write_text("not for the Hub\n", encoding="utf-8")
+    (model_dir / "inside_link.json").symlink_to(model_dir / "config.json")
+    assert main(["model", "--model_dir", str(model_dir), "--repo_id", "org/m", "--dry_run"]) == 0
+    capsys.readouterr()
+    (model_dir / "notes.txt").symlink_to(outside)
+    assert main(["model", "--model_dir", str(model_dir), "--repo_id", "org/m", "--dry_run"]) == 2
+    err = capsys.readouterr().err
+    assert "notes.txt is a link to" in err and "outside" in err
+
+
+def test_link_to_a_folder_out_of_the_folder_is_refused(space_dir, tmp_path, capsys):
+    (tmp_path / "home" / ".ssh").mkdir(parents=True)
+    (space_dir / "assets").symlink_to(tmp_path / "home")
+    argv = ["space", "--space_dir", str(space_dir), "--repo_id", "org/demo", "--model_id", "org/m", "--dry_run"]
+    assert main(argv) == 2
+    assert "assets is a link to" in capsys.readouterr().err
+
+
+# --- the Hub: offline, and a server that never answers -------------------------------------------------------------
+
+
+def hub_env(**extra: str) -> dict[str, str]:
+    """The environment of a push that may use the network: offline switches and proxies removed."""
+    dropped = {"HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"}
+    env = {name: value for name, value in os.environ.items() if name.upper() not in dropped}
+    loopback = "127.0.0.1,localhost"
+    return {**env, "NO_PROXY": loopback, "no_proxy": loopback, "HF_TOKEN": FAKE_TOKEN, **extra}
+
+
+def test_offline_error_names_the_variable_that_is_set(model_dir):
+    command = [sys.executable, "push_to_hub.py", "model", "--model_dir", str(model_dir), "--repo_id", "org/m"]
+    result = subprocess.run(
+        command, cwd=REPO, env=hub_env(TRANSFORMERS_OFFLINE="1"), capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1
+    assert "TRANSFORMERS_OFFLINE=1 is set: unset it to publish" in result.stderr
+    assert "HF_HUB_OFFLINE" not in result.stderr
+
+
+class SilentHub:
+    """A real HTTP server on loopback: it answers the reachability probe (HEAD) and never answers anything else."""
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}"
+        self.requests: list[str] = []
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.server.accept()
+            except OSError:  # closed
+                return
+            connection.settimeout(10)
+            head = b""
+            while b"\r\n\r\n" not in head and (chunk := connection.recv(65536)):
+                head += chunk
+            self.requests.append(head.split(b"\r\n", 1)[0].decode("latin-1"))
+            if head.startswith(b"HEAD "):
+                connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                connection.close()
+            else:
+                self.held.append(connection)  # accepted, read, never answered
+
+    def close(self) -> None:
+        self.server.close()
+        for connection in self.held:
+            connection.close()
+
+
+@pytest.fixture
+def silent_hub():
+    hub = SilentHub()
+    yield hub
+    hub.close()
+
+
+def test_a_hub_that_never_answers_gives_up_after_the_timeout(space_dir, silent_hub):
+    argv = ["space", "--space_dir", str(space_dir), "--repo_id", "org/demo", "--model_id", "org/m", "--timeout", "2"]
+    start = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "push_to_hub.py", *argv],
+        cwd=REPO,
+        env=hub_env(HF_ENDPOINT=silent_hub.url),
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    elapsed = time.monotonic() - start
+    assert any(line.startswith("POST /api/repos/create") for line in silent_hub.requests), silent_hub.requests
+    assert result.returncode == 1, result.stderr
+    assert "POST" in result.stderr and "/api/repos/create got no answer within 2 s" in result.stderr
+    assert "--timeout" in result.stderr and "Traceback" not in result.stderr
+    assert FAKE_TOKEN not in result.stdout + result.stderr
+    assert elapsed < 60
