@@ -27,7 +27,8 @@ _MARKS = (
     "\u0300-\u036f\u0483-\u0489\u0591-\u05bd\u0610-\u061a\u064b-\u065f"
     "\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f"
 )
-_WORD_RE = re.compile(rf"(?:[^\W_]|[{_MARKS}])+|[^\s{_MARKS}\ufeff]")
+# Letters and digits are separate words ("5mm" -> "5", "mm"): fewer gold boundaries fall inside a word.
+_WORD_RE = re.compile(rf"(?:[^\W\d_]|[{_MARKS}])+|(?:\d|[{_MARKS}])+|[^\s{_MARKS}\ufeff]")
 _COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 LAYER_FOLDER = "layer_{}"
 LAYERS_CONFIG_KEY = "ner_layers"
@@ -36,12 +37,13 @@ LAYERS_CONFIG_KEY = "ner_layers"
 def word_spans(text: str) -> list[tuple[int, int]]:
     """Split ``text`` into words and single punctuation marks, as end-exclusive character spans.
 
-    A word is a run of letters or digits (any script) with their combining marks; every other
-    non-space character is a token of its own. Underscores count as punctuation.
+    A word is a run of letters (any script) or a run of decimal digits, with their combining marks; a letter
+    glued to a digit starts a new word. Every other non-space character is a token of its own. Underscores
+    count as punctuation.
 
-    >>> text = "Quiste de 3,5 mm."
+    >>> text = "Quiste de 3,5mm en T12."
     >>> [text[s:e] for s, e in word_spans(text)]
-    ['Quiste', 'de', '3', ',', '5', 'mm', '.']
+    ['Quiste', 'de', '3', ',', '5', 'mm', 'en', 'T', '12', '.']
     """
     return [match.span() for match in _WORD_RE.finditer(text)]
 
