@@ -139,3 +139,12 @@ def test_fragments_listed_out_of_order_are_layered_by_their_sorted_fragments():
     encoding = encode(TEXT, [entity, Entity("Degree", (early, late))], TYPES, mode="split")
     assert encoding.tags[0][0] == "B-Finding" and encoding.tags[0][7] == "B-Finding"
     assert encoding.layer_of == [1, 2]
+
+
+def test_letters_glued_to_digits_are_separate_words():
+    # Gold boundaries between a number and its unit or word ("150con", "5mm", "T12") are word boundaries.
+    text = "150con 5mm T12 3,5cm² Café2"
+    assert [text[s:e] for s, e in word_spans(text)] == [
+        "150", "con", "5", "mm", "T", "12", "3", ",", "5", "cm²", "Café", "2"
+    ]  # fmt: skip
+    assert not is_misaligned(Entity("Measure", ((7, 8),)), word_spans(text))
