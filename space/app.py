@@ -22,15 +22,17 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import gradio as gr
+if TYPE_CHECKING:  # imported where the page is built: a bad --model fails before gradio's seconds of imports
+    import gradio as gr
 
 MAX_CHARS = 20_000
 DEFAULT_LAYERS = (1, 2, 3)
@@ -80,14 +82,20 @@ STACKED_CSS = """
 .rn-text { font-family: ui-sans-serif, system-ui, sans-serif; font-size: 15px; line-height: 22px;
            white-space: pre-wrap; overflow-wrap: anywhere; }
 .rn-seg { display: inline-block; vertical-align: top; margin-bottom: 6px; }
+.rn-seg.rn-labelled { min-width: 34px; }
 .rn-chars { display: block; white-space: pre-wrap; }
 .rn-row { display: block; position: relative; height: 14px; margin-top: 1px; }
 .rn-bar { position: absolute; left: 0; right: 0; top: 0; bottom: 0; border-bottom: 3px solid; }
 .rn-bar.rn-first { left: 2px; border-top-left-radius: 3px; border-left: 2px solid; }
 .rn-bar.rn-last { right: 2px; border-top-right-radius: 3px; }
 .rn-label { position: absolute; left: 3px; top: -1px; font: 600 10px/13px ui-monospace, monospace;
-            white-space: nowrap; z-index: 1; letter-spacing: 0.02em; padding-right: 2px; border-radius: 2px; }
-.rn-label::before { content: attr(data-label); }
+            white-space: nowrap; z-index: 1; letter-spacing: 0.02em; padding-right: 2px; border-radius: 2px;
+            max-width: calc(100% - 5px); overflow: hidden; }
+.rn-label::before, .rn-layer::before { content: attr(data-label); }
+.rn-rowkey { margin-right: 8px; border-right: 1px solid #d0d7de; padding-right: 6px; }
+.rn-rowkey .rn-chars { height: 22px; }
+.rn-layer { display: block; font: 10px/14px ui-sans-serif, system-ui, sans-serif; color: #57606a;
+            white-space: nowrap; }
 .rn-legend { display: flex; flex-wrap: wrap; gap: 6px 14px; margin-top: 12px; font-size: 13px;
              border-top: 1px solid #d0d7de; padding-top: 10px; }
 .rn-key { display: inline-flex; align-items: center; gap: 5px; }
@@ -174,14 +182,17 @@ def render_stacked(text: str, entities: Sequence[dict[str, Any]], colors: dict[s
     The text is cut at every entity boundary. A segment no entity covers is plain text; a covered segment is
     an inline block with its characters and, below them, one row per layer holding the bar of the entity of
     that layer that covers it (within a layer entities never overlap). Each entity's first segment carries its
-    short type label. Every piece of report text goes through ``html.escape``.
+    short type label, and is at least as wide as the longest label (``.rn-labelled``), so that the labels of
+    short adjacent entities never run into each other; a key before the text names the layer of each row.
+    Labels and the key are drawn by CSS, so the view's text is the report's text. Every piece of report text
+    goes through ``html.escape``.
     """
     layer_rows = sorted({int(e["layer"]) for e in entities})
     cuts = sorted({0, len(text), *(int(e["start"]) for e in entities), *(int(e["end"]) for e in entities)})
     starting: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for entity in entities:
         starting[int(entity["start"])].append(entity)
-    parts = [STACKED_CSS, '<div class="rn-view"><div class="rn-text">']
+    parts = [STACKED_CSS, '<div class="rn-view"><div class="rn-text">', _row_key(layer_rows)]
     covering: dict[int, dict[str, Any]] = {}  # layer -> the entity of that layer over the current segment
     for start, end in zip(cuts, cuts[1:]):
         chars = html.escape(text[start:end])
@@ -190,7 +201,8 @@ def render_stacked(text: str, entities: Sequence[dict[str, Any]], colors: dict[s
         if not covering:
             parts.append(chars)
             continue
-        parts.append(f'<span class="rn-seg"><span class="rn-chars">{chars}</span>')
+        labelled = " rn-labelled" if starting[start] else ""
+        parts.append(f'<span class="rn-seg{labelled}"><span class="rn-chars">{chars}</span>')
         for layer in layer_rows:
             entity = covering.get(layer)
             if entity is None:
@@ -202,6 +214,16 @@ def render_stacked(text: str, entities: Sequence[dict[str, Any]], colors: dict[s
     parts.append(_legend(entities, colors))
     parts.append("</div>")
     return "".join(parts)
+
+
+def _row_key(layer_rows: Sequence[int]) -> str:
+    """An empty segment whose rows say which layer each row of bars shows (nothing when there are no entities)."""
+    if not layer_rows:
+        return ""
+    rows = "".join(
+        f'<span class="rn-row"><span class="rn-layer" data-label="capa {layer}"></span></span>' for layer in layer_rows
+    )
+    return f'<span class="rn-seg rn-rowkey" aria-hidden="true"><span class="rn-chars"></span>{rows}</span>'
 
 
 def _bar(entity: dict[str, Any], start: int, end: int, colors: dict[str, str]) -> str:
@@ -359,6 +381,8 @@ def fresh_download_dir(root: Path) -> Path:
 
 def build_demo(ner: Callable[[str], list[dict[str, Any]]], model_name: str | None = None) -> gr.Blocks:
     """The page. ``ner`` is the loaded pipeline; ``model_name`` is shown and written into the JSON download."""
+    import gradio as gr
+
     layers = list(getattr(ner, "layer_numbers", None) or DEFAULT_LAYERS)
     colors = type_colors(model_types(ner))
     downloads_root = Path(tempfile.gettempdir()) / "radiology-ner-space"
@@ -431,17 +455,38 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--model",
-        default=os.environ.get("MODEL_ID"),
         help="bundle folder or Hub repo id of a radiology-ner model (default: the MODEL_ID environment variable)",
     )
     args = parser.parse_args(argv)
+    args.model_source = "--model"
+    if not args.model:
+        args.model, args.model_source = os.environ.get("MODEL_ID"), "MODEL_ID"
     if not args.model:
         parser.error("no model given: pass --model PATH_OR_REPO_ID or set the MODEL_ID environment variable.")
     return args
 
 
+def model_problem(model: str) -> str | None:
+    """Why ``model`` cannot be loaded now (a local path that does not exist, a Hub id offline), in one line.
+
+    Uses the project's check when it is installed; on a Space it is not, and the Hub is reachable there.
+    """
+    try:
+        from hf_pipeline.hub import unavailable
+    except ImportError:
+        return None
+    reason = unavailable(model)
+    if reason is None:
+        return None
+    return f"{reason} Give a bundle folder (for example runs/tiny/model), or a Hub repo id online."
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
+    problem = model_problem(args.model)
+    if problem:
+        print(f"error: {args.model_source}: {problem}", file=sys.stderr)
+        raise SystemExit(2)
     demo = build_demo(load_ner(args.model), model_name=args.model)
     demo.launch()
 

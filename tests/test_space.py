@@ -19,6 +19,7 @@ from gradio_client.exceptions import AppError
 
 import hf_pipeline
 from hf_dataset.brat import parse_ann
+from hf_pipeline.radiology_ner import word_spans
 
 REPO = Path(__file__).resolve().parent.parent
 APP_PATH = REPO / "space" / "app.py"
@@ -170,9 +171,12 @@ def test_stacked_view_draws_nested_entities_under_one_copy_of_the_text(ner, exam
         entity["word"] = text[entity["start"] : entity["end"]]
     drawn = app.render_stacked(text, entities, app.type_colors(list(app.TYPE_COLORS)))
     assert drawn_text(drawn) == text
-    # segments [0,8) [8,15) [15,27) [28,36), each with one row per layer (3) under it; one label per entity
-    assert drawn.count('class="rn-seg"') == 4
-    assert drawn.count('class="rn-row"') == 4 * 3
+    # segments [0,8) [8,15) [15,27) [28,36), each with one row per layer (3) under it; one label per entity;
+    # the three that start an entity are wide enough for a label; a key before the text names the rows
+    assert drawn.count('<span class="rn-seg') == 1 + 4
+    assert drawn.count('class="rn-seg rn-labelled"') == 3
+    assert drawn.count('class="rn-row"') == 3 + 4 * 3
+    assert [f'data-label="capa {layer}"' in drawn for layer in (1, 2, 3)] == [True, True, True]
     assert drawn.count('class="rn-label"') == len(entities)
     assert drawn.count(" rn-first") == drawn.count(" rn-last") == len(entities)
     assert drawn.count('title="Anatomical_Entity · capa 1 · 0–27') == 3  # one bar piece per segment it spans
@@ -215,6 +219,31 @@ def test_too_long_and_empty_inputs_give_a_message(ner):
 def test_examples_fall_back_to_builtin_sentences(tmp_path):
     assert app.load_examples(tmp_path) == app.BUILTIN_EXAMPLES
     assert 1 <= len(app.load_examples()) <= app.N_EXAMPLES
+
+
+def run_app(*args: str, **env: str) -> tuple[subprocess.CompletedProcess, float]:
+    environment = {name: value for name, value in os.environ.items() if name != "MODEL_ID"} | env
+    start = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, str(APP_PATH), *args], cwd=REPO, env=environment, capture_output=True, text=True, timeout=120
+    )
+    return result, time.monotonic() - start
+
+
+@pytest.mark.parametrize("model", ["./runs/nothere", "runs/nothere", "/no/such/bundle"])
+def test_missing_local_model_is_a_one_line_error_at_once(model):
+    result, seconds = run_app("--model", model, HF_HUB_OFFLINE="1")
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: --model: ") and result.stderr.count("\n") == 1, result.stderr
+    assert "Give a bundle folder" in result.stderr and "Traceback" not in result.stderr
+    assert seconds < 15  # no Hub retries, no gradio or transformers import
+
+
+def test_hub_id_offline_says_what_to_do():
+    result, _ = run_app(MODEL_ID="org/not-cached", HF_HUB_OFFLINE="1")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("error: MODEL_ID: Cannot download 'org/not-cached'")
+    assert "HF_HUB_OFFLINE=1 is set" in result.stderr and "Hub repo id online" in result.stderr
 
 
 def test_no_model_is_a_clear_error():
@@ -296,6 +325,7 @@ def test_browser_shows_stacked_entities_escapes_html_and_limits_length(browser, 
     for entity_type in types:
         expect(stacked.locator(".rn-legend")).to_contain_text(entity_type)
         expect(stacked.locator(f".rn-label[data-label='{app.short_label(entity_type)}']").first).to_be_visible()
+    assert_labels_readable(page, len(ner(example_text)))  # with gradio's own styles around the view
     expect(page.locator("a[href$='/entities.json']")).to_have_count(1)
     expect(page.locator("a[href$='/report.ann']")).to_have_count(1)
     expect(page.get_by_text("no es un producto sanitario").first).to_be_visible()
@@ -308,4 +338,61 @@ def test_browser_shows_stacked_entities_escapes_html_and_limits_length(browser, 
     textbox.fill("a" * (app.MAX_CHARS + 1))
     analyze.click()
     expect(stacked).to_contain_text("máximo de esta demo es 20.000")
+    page.close()
+
+
+DENSE_TEXT = "Riñón RD 5,4 cm, RI 5,6 cm; DAP 4 mm. No RD ni RI: 5 y 6."
+
+
+def dense_entities(text: str) -> list[dict]:
+    """Every word and mark an entity on every layer, types cycling: the worst case for labels (1-char neighbours)."""
+    types = list(app.TYPE_COLORS)
+    entities = []
+    for index, (start, end) in enumerate(word_spans(text)):
+        for layer in (1, 2, 3):
+            entity_type = types[(index + 3 * layer) % len(types)]
+            entities.append({"entity_group": entity_type, "start": start, "end": end, "layer": layer, "score": 0.5})
+    for entity in entities:
+        entity["word"] = text[entity["start"] : entity["end"]]
+    return entities
+
+
+LABEL_BOXES = """() => {
+    const boxes = [...document.querySelectorAll('.rn-label')].map((label) => {
+        const box = label.getBoundingClientRect();
+        const text = getComputedStyle(label, '::before').content;
+        return {left: box.left, right: box.right, top: box.top, bottom: box.bottom, text: text,
+                clipped: label.scrollWidth > label.clientWidth + 1};
+    });
+    const overlaps = [];
+    boxes.forEach((a, i) => boxes.slice(i + 1).forEach((b) => {
+        if (a.left < b.right - 0.5 && b.left < a.right - 0.5 && a.top < b.bottom - 0.5 && b.top < a.bottom - 0.5) {
+            overlaps.push(a.text + ' / ' + b.text);
+        }
+    }));
+    return {count: boxes.length, overlaps: overlaps, clipped: boxes.filter((b) => b.clipped).map((b) => b.text)};
+}"""
+
+
+def assert_labels_readable(page, expected_count: int) -> None:
+    found = page.evaluate(LABEL_BOXES)
+    assert found["count"] == expected_count
+    assert found["overlaps"] == [], f"labels run into each other: {found['overlaps'][:10]}"
+    assert found["clipped"] == [], f"labels cut: {found['clipped'][:10]}"
+
+
+@pytest.mark.slow
+def test_browser_dense_report_labels_never_run_into_each_other(browser, tmp_path):
+    """Short adjacent entities on every layer: each label is whole and apart from the others; rows name their layer."""
+    from playwright.sync_api import expect
+
+    entities = dense_entities(DENSE_TEXT)
+    drawn = app.render_stacked(DENSE_TEXT, entities, app.type_colors(list(app.TYPE_COLORS)))
+    page = browser.new_page(viewport={"width": 700, "height": 500})
+    page.set_content(f"<!doctype html><meta charset='utf-8'><body>{drawn}</body>")
+    assert_labels_readable(page, len(entities))
+    for layer in (1, 2, 3):
+        expect(page.locator(f".rn-layer[data-label='capa {layer}']")).to_be_visible()
+    assert page.locator(".rn-text").inner_text().replace("\n", "") == DENSE_TEXT.replace("\n", "")
+    page.screenshot(path=str(tmp_path / "dense-report.png"), full_page=True)  # kept under pytest's basetemp
     page.close()
