@@ -1,51 +1,191 @@
-"""Predict a folder of reports (or a JSONL file) with a bundle.
+"""Predict reports with a bundle: a folder, a file, Parquet, a dataset; one process or many; resumable.
 
-    python -m hf_pipeline.predict --model BUNDLE --input FILE_OR_DIR --output DIR
-                                  [--format brat|jsonl] [--batch_size N] [--overwrite]
+    python -m hf_pipeline.predict --model BUNDLE --input INPUT --output DIR
+                                  [--format brat|jsonl|parquet] [--split S] [--text_column text] [--id_column id]
+                                  [--no_text] [--chunk_size 1000] [--streaming] [--batch_size N] [--overwrite]
+    accelerate launch --num_processes N -m hf_pipeline.predict ...        # or: torchrun --nproc_per_node N -m ...
 
-Inputs: a folder (every ``.txt`` below it), one ``.txt``, or a ``.jsonl`` file whose lines have a ``text`` field
-(and optionally ``id``). ``brat`` writes ``DIR/<id>.ann`` per report, readable by ``python -m hf_pipeline.score``;
-``jsonl`` writes ``DIR/predictions.jsonl`` with ``id``, ``text`` and ``entities``. A rerun skips reports whose
-output exists unless ``--overwrite`` is given.
+INPUT: a folder (every ``.txt`` below it), one ``.txt``, a ``.jsonl`` file (a ``text`` field per line), a Parquet
+file or folder, a dataset folder written by ``python -m hf_dataset build``, or a Hub dataset id. ``brat`` writes
+``DIR/<id>.ann`` per report, readable by ``python -m hf_pipeline.score``; ``jsonl`` writes ``DIR/predictions.jsonl``
+(``id``, ``text``, ``entities``); ``parquet`` writes ``DIR/data/chunk-NNNNNN.parquet`` shards (``id``, ``text``,
+``entities``) that ``datasets.load_dataset("parquet", data_files="DIR/data/*.parquet")`` loads.
+
+Under ``accelerate launch`` or ``torchrun`` every process (one GPU each, where there are GPUs) predicts its own
+chunks of ``--chunk_size`` reports. ``DIR/manifest.json`` holds the settings and, once every process is done, the
+counts. A rerun skips what is done (whole chunks for Parquet) unless ``--overwrite`` is given.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
+from collections import deque
 from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from itertools import groupby
 from pathlib import Path
+from typing import Any
 
-from tqdm.auto import tqdm
+from hf_dataset.brat import BratError
+from hf_pipeline.hub import unavailable
+from hf_pipeline.predict_inputs import InputError, Row, RowId, Source, check_ids, open_input
+from hf_pipeline.predict_outputs import (
+    MANIFEST,
+    OutputError,
+    Writer,
+    check_output,
+    check_settings,
+    make_writer,
+    write_json,
+)
 
-from hf_dataset.brat import BratError, Entity, read_text, write_ann
-from hf_pipeline.bundle import load_pipeline
-
-JSONL_OUTPUT = "predictions.jsonl"
+FORMATS = ("brat", "jsonl", "parquet")
+PROCESS_GROUP_TIMEOUT = timedelta(days=7)  # the first process waits at the end for the slowest one
 
 
-def read_inputs(path: Path) -> Iterator[tuple[str, str]]:
-    """(id, text) pairs from a folder of ``.txt``, one ``.txt``, or a JSONL file with a ``text`` field."""
+class PredictError(ValueError):
+    """A run that cannot start; the message says what to do."""
+
+
+@dataclass
+class World:
+    """This process's place among the processes that ``torchrun`` or ``accelerate launch`` started."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @classmethod
+    def from_env(cls) -> World:
+        size = int(os.environ.get("WORLD_SIZE", "1"))
+        if size == 1:
+            return cls()
+        import torch.distributed as dist
+
+        if not dist.is_initialized():  # gloo only coordinates (barriers); every process runs its own model
+            dist.init_process_group("gloo", timeout=PROCESS_GROUP_TIMEOUT)
+        return cls(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+    def owns(self, position: int, chunk_size: int) -> bool:
+        return (position // chunk_size) % self.size == self.rank
+
+    def barrier(self) -> None:
+        if self.size > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def close(self) -> None:
+        if self.size > 1:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
+
+@dataclass
+class Summary:
+    """What a run did: ``predicted`` and ``skipped`` count reports of every process."""
+
+    total: int = 0
+    skipped: int = 0
+    predicted: int = 0
+    mine: int = 0
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+
+def check_model(model: str) -> None:
+    """Fail at once for a missing or wrong model folder, or a Hub id that cannot be downloaded now."""
+    path = Path(model)
     if path.is_dir():
-        for txt in sorted(path.rglob("*.txt")):
-            yield txt.relative_to(path).with_suffix("").as_posix(), read_text(txt)
-    elif path.suffix == ".jsonl":
-        for number, line in enumerate(read_text(path).splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                text = record["text"]
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise BratError(f"{path}:{number}: expected a JSON object with a 'text' field.") from None
-            if not isinstance(text, str):
-                raise BratError(f"{path}:{number}: 'text' must be a string, got {type(text).__name__}.")
-            yield str(record.get("id", number)), text
-    elif path.is_file():
-        yield path.stem, read_text(path)
-    else:
-        raise BratError(f"{path} does not exist; give a folder of .txt files, a .txt or a .jsonl file.")
+        if not (path / "config.json").is_file():
+            raise PredictError(
+                f"--model {model} is not a model bundle (no config.json); give the folder train.py wrote "
+                "(for example runs/tiny/model) or a Hub repo id."
+            )
+        return
+    if path.exists():
+        raise PredictError(f"--model {model} is a file; give a bundle folder or a Hub repo id.")
+    reason = unavailable(model)
+    if reason:
+        raise PredictError(f"--model: {reason} Give a bundle folder (for example runs/tiny/model), or a Hub id online.")
+
+
+def load_model(model: str, revision: str | None, world: World) -> Any:
+    import torch
+
+    from hf_pipeline.bundle import load_pipeline
+
+    options = {"device": torch.device("cuda", world.local_rank)} if torch.cuda.is_available() else {}
+    try:
+        return load_pipeline(model, revision=revision, **options)
+    except (OSError, ValueError, KeyError) as error:
+        message = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise PredictError(f"--model {model} cannot be loaded as a radiology-ner bundle: {message}") from None
+
+
+def _settings(model: str, revision: str | None, input_path: str, source: Source, fmt: str, **rest: Any) -> dict:
+    local = Path(model).exists()
+    return {
+        "format": fmt,
+        "model": os.path.abspath(model) if local else model,
+        "revision": revision,
+        "input": os.path.abspath(input_path) if Path(input_path).exists() else input_path,
+        "source": source.description,
+        **rest,
+    }
+
+
+def _model_commit(model: str, revision: str | None) -> str | None:
+    """The Hub commit a Hub model was loaded from (read from the local cache), ``None`` for a folder."""
+    if Path(model).exists():
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(model, "config.json", revision=revision)
+    return Path(cached).parent.name if isinstance(cached, str) else None
+
+
+def plan(source: Source, writer: Writer, world: World, chunk_size: int, name_files: bool) -> Summary:
+    """One pass over the ids: check them, count the reports done already and those this process will predict."""
+    summary = Summary()
+
+    def count(row: RowId) -> None:
+        if writer.done(row.position, row.id):
+            summary.skipped += 1
+        elif world.owns(row.position, chunk_size):
+            summary.mine += 1
+
+    summary.total = check_ids(source, name_files, each=count)
+    summary.predicted = summary.total - summary.skipped
+    return summary
+
+
+def run(ner: Any, rows: Iterator[Row], writer: Writer, batch_size: int, chunk_size: int, bar: Any) -> None:
+    """Predict ``rows`` in order, one pipeline call per chunk, each result going to ``writer`` at once.
+
+    A chunk's batches never mix with another chunk's, so a chunk's predictions are the same whichever process
+    predicts it, alone or after a resume (padding a batch differently could move scores in the last bits).
+    """
+    for _, chunk in groupby(rows, key=lambda row: row.position // chunk_size):
+        _run_chunk(ner, chunk, writer, batch_size, bar)
+    writer.close()
+
+
+def _run_chunk(ner: Any, chunk: Iterator[Row], writer: Writer, batch_size: int, bar: Any) -> None:
+    pending: deque[Row] = deque()
+
+    def texts() -> Iterator[str]:
+        for row in chunk:
+            pending.append(row)
+            yield row.text
+
+    for entities in ner(texts(), batch_size=batch_size):
+        writer.add(pending.popleft(), entities)
+        bar.update()
 
 
 def predict(
@@ -55,56 +195,140 @@ def predict(
     fmt: str = "brat",
     batch_size: int = 8,
     overwrite: bool = False,
-) -> int:
-    """Predict every input report not done yet; returns how many were predicted."""
+    *,
+    split: str | None = None,
+    text_column: str = "text",
+    id_column: str | None = None,
+    no_text: bool = False,
+    chunk_size: int = 1000,
+    streaming: bool = False,
+    revision: str | None = None,
+    world: World | None = None,
+) -> Summary:
+    """Predict every report of ``input_path`` not done yet into ``output``; see the module docstring."""
+    world = world or World()
+    if fmt not in FORMATS:
+        raise PredictError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}.")
+    if chunk_size < 1:
+        raise PredictError(f"--chunk_size {chunk_size}: give a positive number of reports per shard.")
+    if fmt == "jsonl" and world.size > 1:
+        raise PredictError("--format jsonl writes one file from one process; with several use parquet or brat.")
+    source = open_input(str(input_path), split, text_column, id_column, streaming)
     output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
-    done = set() if overwrite else _finished(output, fmt)
-    todo = [(doc_id, text) for doc_id, text in read_inputs(Path(input_path)) if doc_id not in done]
-    if not todo:
-        return 0
-    recognizer = load_pipeline(model)
-    results = recognizer((text for _, text in todo), batch_size=batch_size)
-    jsonl = (output / JSONL_OUTPUT).open("w" if overwrite else "a", encoding="utf-8") if fmt == "jsonl" else None
+    check_output(output)
+    check_model(model)
+    settings = _settings(model, revision, str(input_path), source, fmt, split=split, text_column=text_column,
+                         id_column=id_column, chunk_size=chunk_size, no_text=no_text)  # fmt: skip
+    if not overwrite:
+        check_settings(output, settings)
+    writer = make_writer(fmt, output, overwrite, no_text, chunk_size)
+    summary = plan(source, writer, world, chunk_size, name_files=fmt == "brat")
+    if world.rank == 0:
+        _prepare(writer, output, settings)
+        if summary.skipped:
+            print(
+                f"skipped {summary.skipped} report(s) already predicted in {output} (--overwrite predicts them again)"
+            )
+    world.barrier()
+    if summary.mine:
+        _predict_mine(source, writer, world, summary, model, revision, batch_size, chunk_size)
+    world.barrier()
+    if world.rank == 0:
+        counts = writer.finish(summary.total)
+        summary.manifest = {"settings": settings, "complete": True, "commit": _model_commit(model, revision),
+                            "processes": world.size, **counts}  # fmt: skip
+        write_json(output / MANIFEST, summary.manifest)
+    return summary
+
+
+def _prepare(writer: Writer, output: Path, settings: dict[str, Any]) -> None:
     try:
-        for (doc_id, text), entities in tqdm(zip(todo, results), total=len(todo), desc="predicting", unit="report"):
-            if jsonl:
-                jsonl.write(json.dumps({"id": doc_id, "text": text, "entities": entities}, ensure_ascii=False) + "\n")
-                jsonl.flush()
-            else:
-                path = output / f"{doc_id}.ann"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                write_ann(path, text, [Entity(e["entity_group"], ((e["start"], e["end"]),)) for e in entities])
-    finally:
-        if jsonl:
-            jsonl.close()
-    return len(todo)
+        writer.prepare()
+        write_json(output / MANIFEST, {"settings": settings, "complete": False})
+    except PermissionError as error:
+        raise OutputError(
+            f"--output {output}: cannot write there ({error.strerror}); choose a writable folder."
+        ) from None
 
 
-def _finished(output: Path, fmt: str) -> set[str]:
-    if fmt == "brat":
-        return {path.relative_to(output).with_suffix("").as_posix() for path in output.rglob("*.ann")}
-    jsonl = output / JSONL_OUTPUT
-    if not jsonl.exists():
-        return set()
-    return {json.loads(line)["id"] for line in read_text(jsonl).splitlines() if line.strip()}
+def _predict_mine(
+    source: Source,
+    writer: Writer,
+    world: World,
+    summary: Summary,
+    model: str,
+    revision: str | None,
+    batch_size: int,
+    chunk_size: int,
+) -> None:
+    from tqdm.auto import tqdm
+
+    ner = load_model(model, revision, world)
+    wanted = source.rows(lambda position: world.owns(position, chunk_size))
+    rows = (row for row in wanted if not writer.done(row.position, row.id))
+    desc = "predicting" if world.size == 1 else f"predicting (process {world.rank + 1} of {world.size})"
+    with tqdm(total=summary.mine, desc=desc, unit="report", disable=world.rank != 0, smoothing=0.05) as bar:
+        run(ner, rows, writer, batch_size, chunk_size, bar)
+
+
+def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m hf_pipeline.predict", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, help="bundle folder or Hub repo id")
+    parser.add_argument("--revision", help="Hub revision (branch, tag or commit) of --model")
+    parser.add_argument(
+        "--input",
+        required=True,
+        help="folder of .txt, a .txt, a .jsonl, a Parquet file or folder, a dataset folder or a Hub dataset id",
+    )
+    parser.add_argument("--output", required=True, help="output folder")
+    parser.add_argument("--format", choices=FORMATS, default="brat")
+    parser.add_argument("--split", help="dataset split to predict (needed when the dataset has several)")
+    parser.add_argument("--text_column", default="text", help="column (or JSONL field) holding the report")
+    parser.add_argument("--id_column", help="column (or JSONL field) holding the id (default: id, else row number)")
+    parser.add_argument("--no_text", action="store_true", help="leave the text out of jsonl and parquet outputs")
+    parser.add_argument("--chunk_size", type=int, default=1000, help="reports per Parquet shard and per work unit")
+    parser.add_argument("--streaming", action="store_true", help="stream a dataset instead of memory-mapping it")
+    parser.add_argument("--batch_size", type=int, default=8, help="windows per forward pass")
+    parser.add_argument("--overwrite", action="store_true", help="predict again reports already done")
+    return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hf_pipeline.predict", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="bundle folder or Hub repo id")
-    parser.add_argument("--input", required=True, help="folder of .txt, a .txt, or a .jsonl with a 'text' field")
-    parser.add_argument("--output", required=True, help="output folder")
-    parser.add_argument("--format", choices=["brat", "jsonl"], default="brat")
-    parser.add_argument("--batch_size", type=int, default=8, help="windows per forward pass")
-    parser.add_argument("--overwrite", action="store_true", help="predict again reports already done")
-    args = parser.parse_args(argv)
+    args = parse_arguments(argv)
+    world = None
     try:
-        count = predict(args.model, args.input, args.output, args.format, args.batch_size, args.overwrite)
-    except BratError as error:
+        world = World.from_env()
+        summary = predict(
+            args.model,
+            args.input,
+            args.output,
+            args.format,
+            args.batch_size,
+            args.overwrite,
+            split=args.split,
+            text_column=args.text_column,
+            id_column=args.id_column,
+            no_text=args.no_text,
+            chunk_size=args.chunk_size,
+            streaming=args.streaming,
+            revision=args.revision,
+            world=world,
+        )
+    except (InputError, OutputError, PredictError, BratError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"predicted {count} report(s) into {args.output}")
+    except OSError as error:
+        where = f" ({error.filename})" if error.filename else ""
+        print(f"error: {error.strerror or error}{where}; fix this, then rerun to resume.", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted, rerun to resume", file=sys.stderr)
+        return 2
+    finally:
+        if world is not None:
+            world.close()
+    if world.rank == 0:
+        print(f"predicted {summary.predicted} report(s) into {args.output}")
     return 0
 
 

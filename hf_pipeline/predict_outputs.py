@@ -1,0 +1,306 @@
+"""Where predictions go: brat ``.ann`` files, one JSONL file, or Parquet shards; each resumable and atomic.
+
+Every file is written under a temporary name and renamed, so a report is either fully written or absent: a rerun
+never takes a half-written file for a finished one. ``manifest.json`` records the settings of the run (a rerun
+with other settings is refused, so no output mixes two models or two chunkings) and, once every process is
+done, the counts.
+
+Parquet: report ``i`` of the input belongs to chunk ``i // chunk_size``, written as ``data/chunk-NNNNNN.parquet``
+by the one process that owns the chunk; the shard exists only when the whole chunk is done, so a rerun (with any
+number of processes) redoes exactly the missing chunks. Columns (declared, see :data:`FEATURES`): ``id``,
+``text`` (unless ``no_text``) and ``entities``, the pipeline's dicts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from hf_dataset.brat import Entity, write_ann
+from hf_pipeline.predict_inputs import Row
+
+MANIFEST = "manifest.json"
+JSONL_OUTPUT = "predictions.jsonl"
+SHARD_FOLDER = "data"
+SHARD_NAME = "chunk-{:06d}.parquet"
+TEMP_SUFFIX = ".tmp"
+SETTINGS = ("format", "model", "revision", "input", "split", "text_column", "id_column", "chunk_size", "no_text")
+
+
+class OutputError(ValueError):
+    """An output folder this run cannot use; the message says what to do."""
+
+
+def features(no_text: bool = False) -> Any:
+    """The ``datasets.Features`` of a prediction shard (declared, so that every shard has the same schema)."""
+    from datasets import Features, List, Value
+
+    entity = {
+        "entity_group": Value("string"),
+        "score": Value("float32"),
+        "word": Value("string"),
+        "start": Value("int32"),
+        "end": Value("int32"),
+        "layer": Value("int8"),
+    }
+    columns = {"id": Value("string")} | ({} if no_text else {"text": Value("string")}) | {"entities": List(entity)}
+    return Features(columns)
+
+
+def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(temporary_path)`` next to ``path``, then rename it to ``path``; nothing is left on failure."""
+    temporary = path.with_name(path.name + TEMP_SUFFIX)
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def write_json(path: Path, value: Any) -> None:
+    write_atomic(path, lambda temp: temp.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", "utf-8"))
+
+
+def check_output(folder: Path) -> None:
+    """Refuse, before anything is written, an output that is a file or sits in a folder this user cannot write."""
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"--output {folder} is a file; give a folder (it is created if missing).")
+    existing = next(parent for parent in (folder, *folder.parents) if parent.exists())
+    if not existing.is_dir():
+        raise OutputError(f"--output {folder}: {existing} is a file, so no folder can be created there.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"--output {folder}: {existing} is read-only for this user; choose a writable folder.")
+
+
+def read_manifest(folder: Path) -> dict[str, Any] | None:
+    path = folder / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise OutputError(f"{path} is not valid JSON; delete it or rerun with --overwrite.") from None
+
+
+def check_settings(folder: Path, settings: dict[str, Any]) -> None:
+    """Refuse to resume an output that an earlier run wrote with other settings (another model, chunking...)."""
+    previous = (read_manifest(folder) or {}).get("settings")
+    if not previous:
+        return
+    changed = [key for key in SETTINGS if previous.get(key) != settings.get(key)]
+    if changed:
+        was = ", ".join(f"{key}={previous.get(key)!r}" for key in changed)
+        raise OutputError(
+            f"{folder} holds predictions made with {was}; rerun with those settings to resume, "
+            "use --overwrite to predict everything again, or choose another --output."
+        )
+
+
+class Writer:
+    """One output format. ``done`` answers from what is on disk (read-only); ``prepare`` (first process only)
+    creates and cleans the folder; ``add`` takes each predicted report in input order; ``close`` ends a completed
+    run of this process; ``finish`` (first process, all done) gives the counts for the manifest."""
+
+    def __init__(self, folder: Path, overwrite: bool, no_text: bool) -> None:
+        self.folder = folder
+        self.overwrite = overwrite
+        self.no_text = no_text
+
+    def done(self, position: int, doc_id: str) -> bool:
+        raise NotImplementedError
+
+    def prepare(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def add(self, row: Row, entities: list[dict[str, Any]]) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Called once this process has predicted all its reports."""
+
+    def finish(self, total: int) -> dict[str, Any]:
+        return {"reports": total}
+
+
+class BratWriter(Writer):
+    """``<id>.ann`` per report (ids are checked by ``path_problem`` first, so they stay inside the folder)."""
+
+    def _path(self, doc_id: str) -> Path:
+        return self.folder / f"{doc_id}.ann"
+
+    def done(self, position: int, doc_id: str) -> bool:
+        return not self.overwrite and self._path(doc_id).is_file()
+
+    def add(self, row: Row, entities: list[dict[str, Any]]) -> None:
+        path = self._path(row.id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        spans = [Entity(e["entity_group"], ((e["start"], e["end"]),)) for e in entities]
+        write_atomic(path, lambda temp: write_ann(temp, row.text, spans))
+
+
+class JsonlWriter(Writer):
+    """``predictions.jsonl``, one complete line per report, appended in input order.
+
+    While a run is going on the file is ``predictions.jsonl.partial``; it is renamed when the run is complete. A
+    line cut short by a crash or a full disk is not counted as done, and is removed before appending.
+    """
+
+    def __init__(self, folder: Path, overwrite: bool, no_text: bool) -> None:
+        super().__init__(folder, overwrite, no_text)
+        self.final = folder / JSONL_OUTPUT
+        self.partial = folder / (JSONL_OUTPUT + ".partial")
+        self.finished, self.complete_bytes = (set(), 0) if overwrite else self._read_done()
+        self.stream: Any = None
+
+    def _current(self) -> Path:
+        return self.partial if self.partial.exists() else self.final
+
+    def _read_done(self) -> tuple[set[str], int]:
+        """Ids of the complete lines, and the byte length of those lines."""
+        path, finished, complete = self._current(), set(), 0
+        if not path.exists():
+            return finished, 0
+        with path.open("rb") as lines:
+            for number, raw in enumerate(lines, start=1):
+                record = _complete_record(raw)
+                if record is None:
+                    if lines.read(1):  # only the last line may be cut short
+                        raise OutputError(f"{path}:{number} is not a complete prediction; rerun with --overwrite.")
+                    break
+                finished.add(record["id"])
+                complete += len(raw)
+        return finished, complete
+
+    def done(self, position: int, doc_id: str) -> bool:
+        return doc_id in self.finished
+
+    def prepare(self) -> None:
+        super().prepare()
+        if self.overwrite:
+            self.final.unlink(missing_ok=True)
+            self.partial.unlink(missing_ok=True)
+        elif self.final.exists():
+            os.replace(self.final, self.partial)
+        with self.partial.open("ab") as stream:
+            stream.truncate(self.complete_bytes)
+
+    def add(self, row: Row, entities: list[dict[str, Any]]) -> None:
+        if self.stream is None:
+            self.stream = self.partial.open("a", encoding="utf-8", newline="")
+        record = {"id": row.id} | ({} if self.no_text else {"text": row.text}) | {"entities": entities}
+        self.stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.stream is not None:
+            self.stream.close()
+            self.stream = None
+
+    def finish(self, total: int) -> dict[str, Any]:
+        if self.partial.exists():
+            os.replace(self.partial, self.final)
+        return {"reports": total}
+
+
+def _complete_record(raw: bytes) -> dict[str, Any] | None:
+    if not raw.endswith(b"\n"):
+        return None
+    try:
+        record = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("id"), str) else None
+
+
+class ParquetWriter(Writer):
+    """One shard per chunk of ``chunk_size`` input reports, written when the chunk is complete."""
+
+    def __init__(self, folder: Path, overwrite: bool, no_text: bool, chunk_size: int) -> None:
+        super().__init__(folder, overwrite, no_text)
+        self.chunk_size = chunk_size
+        self.shards = folder / SHARD_FOLDER
+        self.existing = set() if overwrite else {int(path.stem.split("-")[1]) for path in self._shard_paths()}
+        self.chunk: int | None = None
+        self.records: dict[str, list[Any]] = {}
+        self.schema = features(no_text).arrow_schema
+
+    def _shard_paths(self) -> list[Path]:
+        return sorted(self.shards.glob(SHARD_NAME.replace("{:06d}", "[0-9]*")))
+
+    def done(self, position: int, doc_id: str = "") -> bool:
+        return position // self.chunk_size in self.existing
+
+    def prepare(self) -> None:
+        super().prepare()
+        if self.overwrite:
+            for path in self._shard_paths():
+                path.unlink()
+        self.shards.mkdir(exist_ok=True)
+        for leftover in self.shards.glob(f"*{TEMP_SUFFIX}"):  # from a run that was killed while writing
+            leftover.unlink()
+
+    def add(self, row: Row, entities: list[dict[str, Any]]) -> None:
+        chunk = row.position // self.chunk_size
+        if chunk != self.chunk:
+            self._flush()
+            self.chunk, self.records = chunk, {name: [] for name in self.schema.names}
+        self.records["id"].append(row.id)
+        if not self.no_text:
+            self.records["text"].append(row.text)
+        self.records["entities"].append(entities)
+
+    def _flush(self) -> None:
+        if self.chunk is None:
+            return
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pydict(self.records, schema=self.schema)
+        path = self.shards / SHARD_NAME.format(self.chunk)
+        write_atomic(path, lambda temp: pq.write_table(table, temp))
+        self.chunk, self.records = None, {}
+
+    def close(self) -> None:
+        self._flush()
+
+    def finish(self, total: int) -> dict[str, Any]:
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        paths = self._shard_paths()
+        entities = sum(
+            pc.sum(pc.list_value_length(pq.read_table(p, columns=["entities"])["entities"])).as_py() or 0 for p in paths
+        )
+        reports = sum(pq.ParquetFile(p).metadata.num_rows for p in paths)
+        expected = -(-total // self.chunk_size)
+        if reports != total or len(paths) != expected:
+            raise OutputError(
+                f"{self.shards} holds {reports} report(s) in {len(paths)} shard(s), expected {total} in {expected}; "
+                "rerun to predict the missing chunks."
+            )
+        return {
+            "reports": reports,
+            "entities": entities,
+            "shards": [p.relative_to(self.folder).as_posix() for p in paths],
+        }
+
+
+def make_writer(fmt: str, folder: Path, overwrite: bool, no_text: bool, chunk_size: int) -> Writer:
+    if fmt == "brat":
+        return BratWriter(folder, overwrite, no_text)
+    if fmt == "jsonl":
+        return JsonlWriter(folder, overwrite, no_text)
+    if fmt == "parquet":
+        return ParquetWriter(folder, overwrite, no_text, chunk_size)
+    raise ValueError(f"Unknown format {fmt!r}: choose brat, jsonl or parquet.")
+
+
+def iter_shard_rows(folder: Path) -> Iterator[dict[str, Any]]:
+    """Every predicted row of a Parquet output, in input order (for checks and tests)."""
+    import pyarrow.parquet as pq
+
+    for path in sorted((folder / SHARD_FOLDER).glob("*.parquet")):
+        yield from pq.read_table(path).to_pylist()
