@@ -12,6 +12,7 @@ import importlib
 import importlib.abc
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -27,10 +28,21 @@ _LAZY = {
     "decode_bio": "hf_pipeline.radiology_ner",
     "word_spans": "hf_pipeline.radiology_ner",
 }
+METRIC_PATH = str(Path(__file__).resolve().parent / "radiology_ner_metric")
+"""The folder of the task's scorer as an ``evaluate`` module: ``evaluate.load(hf_pipeline.METRIC_PATH)``."""
 _TRANSFORMERS_PIPELINES = "transformers.pipelines"
 _OWN_MODULES = ("hf_pipeline.bundle", "hf_pipeline.radiology_ner")  # they import transformers.pipelines themselves
 
-__all__ = ["TASK", "RadiologyNerPipeline", "decode_bio", "load_pipeline", "register_task", "save_bundle", "word_spans"]
+__all__ = [
+    "METRIC_PATH",
+    "TASK",
+    "RadiologyNerPipeline",
+    "decode_bio",
+    "load_pipeline",
+    "register_task",
+    "save_bundle",
+    "word_spans",
+]
 
 
 def __getattr__(name: str) -> Any:

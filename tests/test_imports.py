@@ -75,3 +75,17 @@ def test_lazy_names_and_unknown_names():
         "try:\n    hf_pipeline.no_such_name\nexcept AttributeError as error:\n    assert 'no_such_name' in str(error)\n"
         "else:\n    raise AssertionError('no AttributeError')"
     )
+
+
+def test_metric_path_loads_the_evaluate_module_from_any_folder(tmp_path):
+    code = (
+        "import evaluate, hf_pipeline\n"
+        "metric = evaluate.load(hf_pipeline.METRIC_PATH)\n"
+        "gold = [[{'type': 'Finding', 'fragments': [[0, 10]]}]]\n"
+        "print(metric.compute(predictions=gold, references=gold)['exact_f1'])"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=os.environ, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "1.0"

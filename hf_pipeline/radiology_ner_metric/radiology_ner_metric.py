@@ -1,4 +1,4 @@
-"""SpRadIE exact and lenient F1 as an ``evaluate`` metric: ``evaluate.load("<path to this folder>")``.
+"""SpRadIE exact and lenient F1 as an ``evaluate`` metric: ``evaluate.load(hf_pipeline.METRIC_PATH)`` (this folder).
 
 It wraps :func:`hf_pipeline.scoring.score`, so the figures are the same as ``python -m hf_pipeline.score``.
 Each prediction and reference is one document's list of entities, ``{"type": str, "fragments": [[start, end], ...]}``.
@@ -22,7 +22,8 @@ Returns:
     exact_precision, exact_recall, exact_f1, lenient_precision, lenient_recall, lenient_f1 (micro),
     and per_type: {type: {"gold", "predicted", "exact": {...}, "lenient": {...}}}.
 Examples:
-    >>> metric = evaluate.load("hf_pipeline/radiology_ner_metric")
+    >>> import hf_pipeline
+    >>> metric = evaluate.load(hf_pipeline.METRIC_PATH)
     >>> gold = [[{"type": "Finding", "fragments": [[0, 10]]}]]
     >>> metric.compute(predictions=[[{"type": "Finding", "fragments": [[5, 15]]}]], references=gold)["lenient_f1"]
     0.3333333333333333
