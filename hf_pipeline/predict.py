@@ -19,6 +19,7 @@ counts. A rerun skips what is done (whole chunks for Parquet) unless ``--overwri
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections import deque
@@ -101,10 +102,10 @@ def check_model(model: str) -> None:
     """Fail at once for a missing or wrong model folder, or a Hub id that cannot be downloaded now."""
     path = Path(model)
     if path.is_dir():
-        if not (path / "config.json").is_file():
+        if not _is_bundle(path):
             raise PredictError(
-                f"--model {model} is not a model bundle (no config.json); give the folder train.py wrote "
-                "(for example runs/tiny/model) or a Hub repo id."
+                f"--model {model} is not a radiology-ner bundle (no config.json naming the radiology-ner pipeline); "
+                "give the folder train.py wrote (for example runs/tiny/model) or a Hub repo id."
             )
         return
     if path.exists():
@@ -112,6 +113,16 @@ def check_model(model: str) -> None:
     reason = unavailable(model)
     if reason:
         raise PredictError(f"--model: {reason} Give a bundle folder (for example runs/tiny/model), or a Hub id online.")
+
+
+def _is_bundle(folder: Path) -> bool:
+    from hf_pipeline.bundle import TASK
+
+    try:
+        config = json.loads((folder / "config.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and TASK in (config.get("custom_pipelines") or {})
 
 
 def load_model(model: str, revision: str | None, world: World) -> Any:

@@ -64,22 +64,33 @@ class Source:
 
 
 class FolderSource(Source):
+    """Every ``.txt`` file below a folder, in sorted path order, found by a walk that keeps one listing at a time."""
+
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.description = str(folder)
-        self.paths = sorted(path for path in folder.rglob("*.txt") if path.is_file())  # a folder named x.txt is not
-        if not self.paths:
+        if next(self._files(), None) is None:
             raise InputError(f"{folder}: no .txt file found below this folder; give a folder of reports (.txt).")
+
+    def _files(self, folder: Path | None = None) -> Iterator[Path]:
+        """Files named ``*.txt`` in the order of ``sorted(folder.rglob("*.txt"))``; a folder named x.txt is walked."""
+        with os.scandir(folder or self.folder) as listing:
+            entries = sorted(listing, key=lambda entry: entry.name)
+        for entry in entries:
+            if entry.is_dir():
+                yield from self._files(Path(entry.path))
+            elif entry.name.endswith(".txt") and entry.is_file():
+                yield Path(entry.path)
 
     def _id(self, path: Path) -> str:
         return path.relative_to(self.folder).with_suffix("").as_posix()
 
     def ids(self) -> Iterator[RowId]:
-        for position, path in enumerate(self.paths):
+        for position, path in enumerate(self._files()):
             yield RowId(position, self._id(path), str(path))
 
     def rows(self, wanted: Callable[[int], bool]) -> Iterator[Row]:
-        for position, path in enumerate(self.paths):
+        for position, path in enumerate(self._files()):
             if wanted(position):
                 yield Row(position, self._id(path), read_text(path), str(path))
 
@@ -173,6 +184,9 @@ class DatasetSource(Source):
         return f"{self.description} row {position}"
 
     def ids(self) -> Iterator[RowId]:
+        if self.id_column is None and hasattr(self.dataset, "__len__"):  # memory-mapped: rows are numbered
+            yield from (RowId(position, str(position), self._where(position)) for position in range(len(self.dataset)))
+            return
         column = self.id_column or self.text_column
         for start, batch in self._batches([column]):
             for position, value in enumerate(batch[column], start=start):

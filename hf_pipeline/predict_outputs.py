@@ -182,7 +182,7 @@ class JsonlWriter(Writer):
         if self.overwrite:
             self.final.unlink(missing_ok=True)
             self.partial.unlink(missing_ok=True)
-        elif self.final.exists():
+        elif self.final.exists() and not self.partial.exists():
             os.replace(self.final, self.partial)
         with self.partial.open("ab") as stream:
             stream.truncate(self.complete_bytes)

@@ -188,3 +188,222 @@ def test_killed_run_leaves_no_half_shard_and_rerun_gives_the_same_result(tiny_bu
     assert main(predict_command(tiny_bundle, reports_parquet, output)[2:]) == 0
     assert shards(output).equals(reference)
     assert not list((output / "data").glob("*.tmp"))
+
+
+# --- Inputs ---------------------------------------------------------------------------------------------------------
+
+
+def test_a_dataset_folder_from_hf_dataset_build_with_split_and_columns(tiny_bundle, tmp_path, capsys):
+    from hf_dataset import SAMPLE_CORPUS
+    from hf_dataset.__main__ import main as build
+
+    assert build(["build", "--output_dir", str(tmp_path / "dataset")]) == 0
+    output = tmp_path / "out"
+    args = ["--model", tiny_bundle, "--input", tmp_path / "dataset", "--output", output, "--format", "parquet"]
+    assert cli(*args) == 2
+    assert "has the splits train, validation, test; choose one with --split" in capsys.readouterr().err
+    assert not output.exists()
+    assert cli(*args, "--split", "test") == 0
+    predicted = shards(output).to_pylist()
+    expected_ids = sorted(path.stem for path in (SAMPLE_CORPUS / "test").glob("*.txt"))
+    assert sorted(row["id"] for row in predicted) == expected_ids
+    assert cli(*args, "--split", "test", "--text_column", "report", "--overwrite") == 2
+    assert "no column 'report'" in capsys.readouterr().err
+
+
+def test_parquet_folder_text_and_id_columns_and_row_numbers(tiny_bundle, tmp_path, capsys):
+    folder = tmp_path / "table"
+    folder.mkdir()
+    rows = [{"note": "Quiste simple en RD.", "key": f"k{n}", "id": n % 2} for n in range(5)]
+    pq.write_table(pa.Table.from_pylist(rows[:3]), folder / "part-0.parquet")
+    pq.write_table(pa.Table.from_pylist(rows[3:]), folder / "part-1.parquet")
+    base = ["--model", tiny_bundle, "--input", folder, "--format", "jsonl", "--text_column", "note"]
+    assert cli(*base, "--output", tmp_path / "a") == 2  # the default id column holds 0, 1, 0, ...
+    assert "duplicate id(s): id '0' at" in capsys.readouterr().err
+    assert cli(*base, "--output", tmp_path / "b", "--id_column", "key") == 0
+    assert [json.loads(line)["id"] for line in (tmp_path / "b" / "predictions.jsonl").open()] == [
+        "k0", "k1", "k2", "k3", "k4"
+    ]  # fmt: skip
+    pq.write_table(pa.Table.from_pylist([{"text": "RD normal."}] * 3), tmp_path / "plain.parquet")
+    assert cli("--model", tiny_bundle, "--input", tmp_path / "plain.parquet", "--output", tmp_path / "c") == 0
+    assert sorted(path.name for path in (tmp_path / "c").glob("*.ann")) == ["0.ann", "1.ann", "2.ann"]
+
+
+def test_a_hub_dataset_id_offline_fails_at_once_and_a_local_looking_path_is_not_sent_to_the_hub(
+    tiny_bundle, tmp_path, capsys
+):
+    output = tmp_path / "out"
+    assert cli("--model", tiny_bundle, "--input", "someone/reports", "--output", output) == 2
+    assert "Cannot download 'someone/reports': it is not cached and the Hub cannot be used" in capsys.readouterr().err
+    for missing in ("./reports", str(tmp_path / "reports"), "reports.jsonl", "a/b/c"):
+        assert cli("--model", tiny_bundle, "--input", missing, "--output", output) == 2
+        assert f"{missing} does not exist" in capsys.readouterr().err
+    assert not output.exists()  # a missing input does not create the output folder
+
+
+# --- Ids cannot escape --output, duplicates are refused -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("doc_id", "problem"),
+    [
+        ("../../escaped", "'..' path part"),
+        ("a/../../escaped", "'..' path part"),
+        ("/tmp/escaped", "absolute path"),
+        ("", "is empty"),
+        ("a\x00b", "control character"),
+        ("a\\..\\b", "'\\'"),
+        ("x" * 300, "longer than"),
+    ],
+)
+def test_ids_that_would_leave_the_output_folder_are_refused(tiny_bundle, tmp_path, capsys, doc_id, problem):
+    source = tmp_path / "in" / "reports.jsonl"
+    source.parent.mkdir()
+    source.write_text(json.dumps({"text": "RD normal."}) + "\n" + json.dumps({"id": doc_id, "text": "RD."}) + "\n")
+    output = tmp_path / "in" / "out" / "deeper"
+    assert cli("--model", tiny_bundle, "--input", source, "--output", output) == 2
+    err = capsys.readouterr().err
+    assert f"{source}:2: the id" in err and problem in err and "Traceback" not in err
+    assert not output.exists() and not list(tmp_path.rglob("*.ann"))
+
+
+def test_path_escaping_ids_in_a_dataset_are_refused_for_brat_and_kept_as_data_in_parquet(tiny_bundle, tmp_path, capsys):
+    table = tmp_path / "rows.parquet"
+    pq.write_table(pa.Table.from_pylist([{"id": "ok", "text": "RD."}, {"id": "../x", "text": "RD."}]), table)
+    assert cli("--model", tiny_bundle, "--input", table, "--output", tmp_path / "brat") == 2
+    assert "row 1: the id '../x' has an empty, '.' or '..' path part" in capsys.readouterr().err
+    assert cli("--model", tiny_bundle, "--input", table, "--output", tmp_path / "pq", "--format", "parquet") == 0
+    assert shards(tmp_path / "pq").column("id").to_pylist() == ["ok", "../x"]  # a value in a column, not a path
+    assert not (tmp_path / "x.ann").exists()
+
+
+def test_duplicate_ids_are_refused_naming_both_lines(tiny_bundle, tmp_path, capsys):
+    source = tmp_path / "reports.jsonl"
+    lines = [{"id": "3", "text": "RD."}, {"text": "RI."}, {"text": "Bazo."}, {"id": "a", "text": "x"}, {"id": "a"}]
+    lines[4]["text"] = "y"
+    source.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert cli("--model", tiny_bundle, "--input", source, "--output", tmp_path / "out") == 2
+    err = capsys.readouterr().err
+    assert f"id '3' at {source}:1 and {source}:3" in err  # an explicit id equal to another line's number
+    assert f"id 'a' at {source}:4 and {source}:5" in err
+    assert not (tmp_path / "out").exists()
+
+
+# --- Every file complete or absent ----------------------------------------------------------------------------------
+
+
+def run_with_file_size_limit(args: list[object], limit: int, tmp_path: Path) -> subprocess.CompletedProcess:
+    """Run predict in a process whose files cannot grow past ``limit`` bytes: a write fails as on a full disk."""
+    import resource
+
+    def limit_files() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of being killed
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    command = [sys.executable, "-m", "hf_pipeline.predict", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=launch_env(tmp_path),
+                          preexec_fn=limit_files, timeout=300)  # fmt: skip
+
+
+@pytest.mark.parametrize("fmt", ["brat", "jsonl", "parquet"])
+def test_a_write_that_fails_midway_leaves_nothing_a_rerun_takes_for_done(tiny_bundle, tmp_path, fmt, capsys):
+    from hf_dataset import SAMPLE_CORPUS
+
+    source = SAMPLE_CORPUS / "test"
+    args = ["--model", tiny_bundle, "--input", source, "--format", fmt, "--chunk_size", 3]
+    assert cli(*args, "--output", tmp_path / "fresh") == 0
+    output = tmp_path / "full"
+    failed = run_with_file_size_limit([*args, "--output", output], 3000, tmp_path)
+    assert failed.returncode == 2 and "File too large" in failed.stderr and "Traceback" not in failed.stderr
+    assert "rerun to resume" in failed.stderr
+    assert not list(output.rglob("*.tmp"))
+    capsys.readouterr()
+    assert cli(*args, "--output", output) == 0
+    assert "predicted" in capsys.readouterr().out
+    produced = sorted(p.relative_to(output) for p in output.rglob("*") if p.is_file() and p.name != "manifest.json")
+    expected = sorted(p.relative_to(tmp_path / "fresh") for p in (tmp_path / "fresh").rglob("*")
+                      if p.is_file() and p.name != "manifest.json")  # fmt: skip
+    assert produced == expected
+    for name in expected:
+        if fmt == "parquet":
+            assert pq.read_table(output / name).equals(pq.read_table(tmp_path / "fresh" / name))
+        else:
+            assert (output / name).read_bytes() == (tmp_path / "fresh" / name).read_bytes()
+
+
+def test_a_jsonl_line_cut_short_is_redone_not_a_crash(tiny_bundle, tmp_path, capsys):
+    from hf_dataset import SAMPLE_CORPUS
+
+    args = ["--model", tiny_bundle, "--input", SAMPLE_CORPUS / "test", "--format", "jsonl"]
+    assert cli(*args, "--output", tmp_path / "fresh") == 0
+    complete = (tmp_path / "fresh" / "predictions.jsonl").read_bytes()
+    lines = complete.splitlines(keepends=True)
+    output = tmp_path / "cut"
+    output.mkdir()
+    (output / "predictions.jsonl").write_bytes(b"".join(lines[:3]) + lines[3][:40])  # as a full disk leaves it
+    capsys.readouterr()
+    assert cli(*args, "--output", output) == 0
+    out = capsys.readouterr().out
+    assert "skipped 3 report(s)" in out and f"predicted {len(lines) - 3} report(s)" in out
+    assert (output / "predictions.jsonl").read_bytes() == complete
+
+
+# --- Clear errors, exit code 2, no traceback ------------------------------------------------------------------------
+
+
+def test_clear_errors_for_wrong_models_outputs_and_inputs(tiny_bundle, tmp_path, capsys):
+    from hf_dataset import SAMPLE_CORPUS
+
+    reports = SAMPLE_CORPUS / "test"
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "a_file").write_text("x")
+    (tmp_path / "not_a_bundle").mkdir()
+    (tmp_path / "not_a_bundle" / "notes.txt").write_text("x")
+    plain_model = tmp_path / "plain_model"  # a token classifier, but not a bundle
+    config = json.loads((tiny_bundle / "config.json").read_text())
+    del config["custom_pipelines"]
+    plain_model.mkdir()
+    (plain_model / "config.json").write_text(json.dumps(config))
+    cases = {
+        ("--model", tmp_path / "nothere"): "nothere does not exist",
+        ("--model", "./nothere"): "./nothere does not exist",
+        ("--model", tmp_path / "not_a_bundle"): "is not a radiology-ner bundle",
+        ("--model", plain_model): "is not a radiology-ner bundle",
+        ("--model", tmp_path / "a_file"): "is a file; give a bundle folder",
+        ("--model", "someone/model"): "Cannot download 'someone/model'",
+        ("--input", tmp_path / "empty"): "no .txt file found",
+        ("--input", tmp_path / "nothere.txt"): "nothere.txt does not exist",
+        ("--output", tmp_path / "a_file"): "is a file; give a folder",
+        ("--output", tmp_path / "a_file" / "sub"): "is a file, so no folder can be created there",
+    }
+    for (option, value), message in cases.items():
+        arguments = {"--model": tiny_bundle, "--input": reports, "--output": tmp_path / "out"} | {option: value}
+        assert cli(*[part for pair in arguments.items() for part in pair]) == 2, option
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and err.count("\n") == 1, err
+        assert not (tmp_path / "out").exists()
+
+
+def test_an_output_that_cannot_be_written_is_one_line(tiny_bundle, tmp_path, capsys):
+    from hf_dataset import SAMPLE_CORPUS
+
+    if os.geteuid() == 0:  # root writes anywhere but in /sys
+        output = Path("/sys/radiology-ner-predictions")
+        if not Path("/sys").is_dir():
+            pytest.skip("needs a folder this user cannot write")
+    else:
+        (tmp_path / "locked").mkdir(mode=0o555)
+        output = tmp_path / "locked" / "out"
+    assert cli("--model", tiny_bundle, "--input", SAMPLE_CORPUS / "test", "--output", output) == 2
+    err = capsys.readouterr().err
+    assert f"--output {output}" in err and "choose a writable folder" in err and err.count("\n") == 1
+
+
+def test_a_folder_named_like_a_report_is_not_read_as_one(tiny_bundle, tmp_path, capsys):
+    (tmp_path / "in" / "x.txt").mkdir(parents=True)
+    (tmp_path / "in" / "x.txt" / "inner.txt").write_text("Quiste en RD.")
+    (tmp_path / "in" / "a.txt").write_text("RD normal.")
+    assert cli("--model", tiny_bundle, "--input", tmp_path / "in", "--output", tmp_path / "out") == 0
+    assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.ann")) == [
+        "a.ann", "x.txt/inner.ann"
+    ]  # fmt: skip
