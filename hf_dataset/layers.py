@@ -42,14 +42,31 @@ class Encoding:
     uncovered: list[int] = field(default_factory=list)  # entities that cover no word (only spaces)
 
 
-def word_ranges(entity: Entity, words: Sequence[tuple[int, int]], mode: Discontinuous) -> list[WordRange]:
-    """The word ranges an entity is encoded as: one hull, or one per fragment (overlapping ones joined)."""
+@dataclass(frozen=True)
+class WordIndex:
+    """The words of one document with their start and end offsets as sorted lists, built once for bisect."""
+
+    spans: Sequence[tuple[int, int]]
+    starts: list[int]
+    ends: list[int]
+
+    @classmethod
+    def of(cls, words: Sequence[tuple[int, int]] | WordIndex) -> WordIndex:
+        if isinstance(words, WordIndex):
+            return words
+        return cls(words, [start for start, _ in words], [end for _, end in words])
+
+
+def word_ranges(entity: Entity, words: Sequence[tuple[int, int]] | WordIndex, mode: Discontinuous) -> list[WordRange]:
+    """The word ranges an entity is encoded as: one hull, or one per fragment (overlapping ones joined).
+
+    Pass a :class:`WordIndex` when calling this for many entities of one document: O(log words) each.
+    """
+    index = WordIndex.of(words)
     fragments = [(entity.start, entity.end)] if mode == "hull" else list(entity.sorted_fragments)
-    starts = [start for start, _ in words]
-    ends = [end for _, end in words]
     ranges: list[WordRange] = []
     for start, end in fragments:
-        first, last = bisect.bisect_right(ends, start), bisect.bisect_left(starts, end) - 1
+        first, last = bisect.bisect_right(index.ends, start), bisect.bisect_left(index.starts, end) - 1
         if first > last:
             continue
         if ranges and first <= ranges[-1][1]:
@@ -59,12 +76,12 @@ def word_ranges(entity: Entity, words: Sequence[tuple[int, int]], mode: Disconti
     return ranges
 
 
-def is_misaligned(entity: Entity, words: Sequence[tuple[int, int]]) -> bool:
+def is_misaligned(entity: Entity, words: Sequence[tuple[int, int]] | WordIndex) -> bool:
     """True when a fragment boundary falls strictly inside a word."""
-    starts = [start for start, _ in words]
+    index = WordIndex.of(words)
     for boundary in (offset for fragment in entity.fragments for offset in fragment):
-        index = bisect.bisect_right(starts, boundary) - 1
-        if index >= 0 and words[index][0] < boundary < words[index][1]:
+        word = bisect.bisect_right(index.starts, boundary) - 1
+        if word >= 0 and index.starts[word] < boundary < index.ends[word]:
             return True
     return False
 
@@ -78,6 +95,7 @@ def encode(
 ) -> Encoding:
     """Give every entity a layer and write each layer as IOB2 tags over the words of ``text``."""
     words = word_spans(text)
+    index_of_words = WordIndex.of(words)
     order = {name: index for index, name in enumerate(types)}
     tags = [["O"] * len(words) for _ in range(max_layers)]
     taken: list[set[int]] = [set() for _ in range(max_layers)]
@@ -87,13 +105,13 @@ def encode(
     for index in ranked:
         entity = entities[index]
         encoding.discontinuous += len(entity.fragments) > 1
-        encoding.misaligned += is_misaligned(entity, words)
+        encoding.misaligned += is_misaligned(entity, index_of_words)
         if entity in first_of:
             encoding.layer_of[index] = encoding.layer_of[first_of[entity]]
             encoding.merged += 1
             continue
         first_of[entity] = index
-        ranges = word_ranges(entity, words, mode)
+        ranges = word_ranges(entity, index_of_words, mode)
         if not ranges:
             encoding.uncovered.append(index)
             continue

@@ -5,11 +5,18 @@ similarities is maximal (an assignment problem, solved exactly). Lenient similar
 the characters covered by all fragments (only overlapping pairs count); exact similarity is 1 for identical
 fragments and 0 otherwise. Precision = summed similarity / predictions, recall = summed similarity / gold,
 micro-averaged over all types and documents. Empty gold or predictions give 0, never a division error.
+
+Only overlapping pairs have a similarity, so the assignment splits into connected groups of overlapping
+entities, found by a sweep over sorted starts and solved one by one: the cost follows the number of
+overlapping pairs, not gold x predicted. Exact matching needs no assignment: per distinct fragment list, the
+smaller of its gold and predicted counts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import heapq
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -92,11 +99,85 @@ class Counts:
         return {"precision": precision, "recall": recall, "f1": f1}
 
 
+def overlapping_pairs(
+    gold: Sequence[tuple[Fragment, ...]], predicted: Sequence[tuple[Fragment, ...]]
+) -> Iterator[tuple[int, int, float]]:
+    """(gold index, predicted index, Jaccard) for every pair that shares a character.
+
+    A sweep over the entities sorted by start keeps the ones whose hull is still open; a new entity is
+    compared only with the open ones of the other side.
+    """
+    events = sorted(
+        (fragments[0][0], side, index)
+        for side, group in enumerate((gold, predicted))
+        for index, fragments in enumerate(group)
+        if fragments
+    )
+    open_ends: list[list[tuple[int, int]]] = [[], []]  # per side: heap of (hull end, index)
+    open_sets: list[set[int]] = [set(), set()]
+    for start, side, index in events:
+        for other in (0, 1):
+            while open_ends[other] and open_ends[other][0][0] <= start:
+                open_sets[other].discard(heapq.heappop(open_ends[other])[1])
+        entity = (gold, predicted)[side][index]
+        for partner in open_sets[1 - side]:
+            g, p = (index, partner) if side == 0 else (partner, index)
+            similarity = jaccard(gold[g], predicted[p])
+            if similarity:
+                yield g, p, similarity
+        heapq.heappush(open_ends[side], (entity[-1][1], index))
+        open_sets[side].add(index)
+
+
+def exact_matches(gold: Sequence[tuple[Fragment, ...]], predicted: Sequence[tuple[Fragment, ...]]) -> int:
+    """Size of the best one-to-one matching of identical fragment lists: per distinct list, the smaller count."""
+    gold_counts, predicted_counts = Counter(gold), Counter(predicted)
+    return sum(min(count, predicted_counts[fragments]) for fragments, count in gold_counts.items())
+
+
+def lenient_matching_sum(gold: Sequence[tuple[Fragment, ...]], predicted: Sequence[tuple[Fragment, ...]]) -> float:
+    """Best one-to-one sum of Jaccard similarities, solved per connected group of overlapping entities."""
+    pairs = list(overlapping_pairs(gold, predicted))
+    groups = _connected_groups(len(gold), pairs)
+    total = 0.0
+    for rows, cols, members in groups:
+        matrix = np.zeros((len(rows), len(cols)))
+        for g, p, similarity in members:
+            matrix[rows[g], cols[p]] = similarity
+        total += best_matching_sum(matrix)
+    return total
+
+
+def _connected_groups(
+    num_gold: int, pairs: Sequence[tuple[int, int, float]]
+) -> list[tuple[dict[int, int], dict[int, int], list[tuple[int, int, float]]]]:
+    """Union-find over gold (``g``) and predicted (``num_gold + p``) nodes; per group: row and column numbers."""
+    parent: dict[int, int] = {}
+
+    def find(node: int) -> int:
+        root = node
+        while parent.get(root, root) != root:
+            root = parent[root]
+        while parent.get(node, node) != root:
+            parent[node], node = root, parent[node]
+        return root
+
+    for g, p, _ in pairs:
+        parent[find(g)] = find(num_gold + p)
+    groups: dict[int, tuple[dict[int, int], dict[int, int], list]] = {}
+    for g, p, similarity in pairs:
+        rows, cols, members = groups.setdefault(find(g), ({}, {}, []))
+        rows.setdefault(g, len(rows))
+        cols.setdefault(p, len(cols))
+        members.append((g, p, similarity))
+    return list(groups.values())
+
+
 def score_type(gold: Sequence[tuple[Fragment, ...]], predicted: Sequence[tuple[Fragment, ...]]) -> Counts:
-    """Exact and lenient matched sums for one document and one type."""
-    lenient = np.array([[jaccard(g, p) for p in predicted] for g in gold]).reshape(len(gold), len(predicted))
-    exact = (lenient == 1.0).astype(float)
-    return Counts(best_matching_sum(exact), best_matching_sum(lenient), len(gold), len(predicted))
+    """Exact and lenient matched sums for one document and one type (normalized fragment lists)."""
+    return Counts(
+        float(exact_matches(gold, predicted)), lenient_matching_sum(gold, predicted), len(gold), len(predicted)
+    )
 
 
 @dataclass

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hf_dataset.brat import Entity
-from hf_dataset.layers import decode, encode, is_misaligned, label_names, word_ranges
+from hf_dataset.layers import WordIndex, decode, encode, is_misaligned, label_names, word_ranges
 from hf_pipeline.radiology_ner import decode_bio, word_spans
 
 TYPES = ["Finding", "Anatomical_Entity", "Degree", "Abbreviation"]
@@ -148,3 +148,12 @@ def test_letters_glued_to_digits_are_separate_words():
         "150", "con", "5", "mm", "T", "12", "3", ",", "5", "cm²", "Café", "2"
     ]  # fmt: skip
     assert not is_misaligned(Entity("Measure", ((7, 8),)), word_spans(text))
+
+
+@settings(max_examples=100, deadline=None)
+@given(entity_sets(), st.sampled_from(["hull", "split"]))
+def test_prebuilt_word_index_gives_the_same_ranges(entities, mode):
+    index = WordIndex.of(SPANS)
+    for entity in entities:
+        assert word_ranges(entity, index, mode) == word_ranges(entity, SPANS, mode)
+        assert is_misaligned(entity, index) == is_misaligned(entity, SPANS)

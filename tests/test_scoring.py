@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import evaluate
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 from hf_dataset import SAMPLE_CORPUS, SPRADIE_TYPES, read_corpus, write_ann
 from hf_dataset.brat import Entity
 from hf_pipeline.score import main as score_main
-from hf_pipeline.scoring import jaccard, normalize, score
+from hf_pipeline.scoring import best_matching_sum, jaccard, normalize, overlapping_pairs, score, score_type
 
 from .conftest import REPO
 
@@ -158,3 +159,36 @@ def test_oracle_of_the_bundled_sample_through_the_scorer():
         assert 0.9 <= oracle["exact_f1"] < 1.0, name  # depth-4 spots are dropped, discontinuous ones hulled
         assert oracle["lenient_f1"] > oracle["exact_f1"]
     assert set(builder.types) == set(SPRADIE_TYPES)
+
+
+def dense_reference(gold, predicted):
+    """The all-pairs definition: one gold x predicted matrix per type, solved as a whole."""
+    lenient = np.array([[jaccard(g, p) for p in predicted] for g in gold]).reshape(len(gold), len(predicted))
+    return best_matching_sum((lenient == 1.0).astype(float)), best_matching_sum(lenient)
+
+
+fragment_lists = st.lists(
+    st.tuples(st.integers(0, 40), st.integers(1, 6)).map(lambda p: (p[0], p[0] + p[1])), min_size=1, max_size=3
+).map(normalize)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(fragment_lists, max_size=12), st.lists(fragment_lists, max_size=12), st.booleans())
+def test_sweep_and_groups_equal_the_all_pairs_assignment(gold, predicted, duplicate):
+    if duplicate and gold:
+        predicted = predicted + gold[:2] + gold[:1]
+    counts = score_type(gold, predicted)
+    exact, lenient = dense_reference(gold, predicted)
+    assert counts.exact == pytest.approx(exact) and counts.lenient == pytest.approx(lenient)
+    found = {(g, p): value for g, p, value in overlapping_pairs(gold, predicted)}
+    expected = {(g, p): jaccard(a, b) for g, a in enumerate(gold) for p, b in enumerate(predicted) if jaccard(a, b)}
+    assert found == expected
+
+
+def test_a_long_report_is_scored_without_all_pairs():
+    # 30,000 gold entities of one type: an all-pairs matrix would hold 9e8 similarities.
+    gold = [((10 * i, 10 * i + 8),) for i in range(30_000)]
+    predicted = [((10 * i + 1, 10 * i + 8),) for i in range(30_000)]
+    assert sum(1 for _ in overlapping_pairs(gold, predicted)) == 30_000
+    counts = score_type(gold, predicted)
+    assert counts.exact == 0 and counts.lenient == pytest.approx(30_000 * 7 / 8)
