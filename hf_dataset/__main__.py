@@ -1,11 +1,15 @@
 """Command line: ``python -m hf_dataset build|stats``.
 
     python -m hf_dataset build [--brat_dir DIR] [--types T1,T2,...|auto] [--max_layers 3]
-                               [--discontinuous hull|split] [--skip_invalid] [--license ID] --output_dir OUT
+                               [--discontinuous hull|split] [--skip_invalid] [--license ID]
+                               --output_dir OUT [--overwrite]
     python -m hf_dataset stats --brat_dir DIR [--types ...] [--json]
 
 A DIR with ``train/``, ``dev/`` or ``validation/`` and ``test/`` subfolders gives those splits; a plain folder of
 ``.txt``/``.ann`` files gives one split, ``train``. Without ``--brat_dir`` the bundled sample corpus is used.
+OUT must be missing or empty, or ``--overwrite`` replaces the dataset in it (``data/`` as a whole, the card and
+``statistics.json``; other files are kept). The dataset is written to a temporary folder first and moved into
+place when complete, so a failed write leaves OUT as it was. Bad input exits with status 2 and a message.
 """
 
 from __future__ import annotations
@@ -15,8 +19,8 @@ import json
 import sys
 
 from hf_dataset.brat import BratError
-from hf_dataset.builder import build
-from hf_dataset.card import export, skipped_table, statistics_table
+from hf_dataset.builder import RadiologyNer, build
+from hf_dataset.card import check_output_dir, export, skipped_table, statistics_table
 
 
 def parser() -> argparse.ArgumentParser:
@@ -32,6 +36,9 @@ def parser() -> argparse.ArgumentParser:
     build_command = commands.choices["build"]
     build_command.add_argument("--output_dir", required=True, help="folder for data/*.parquet and README.md")
     build_command.add_argument(
+        "--overwrite", action="store_true", help="replace the dataset files of a non-empty --output_dir"
+    )
+    build_command.add_argument(
         "--license", default=None, help="license id for the card (default: sample: apache-2.0, else other)"
     )
     commands.choices["stats"].add_argument("--json", action="store_true", help="print statistics as JSON")
@@ -41,20 +48,32 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        dataset, builder = build(args.brat_dir, args.types, args.max_layers, args.discontinuous, args.skip_invalid)
+        builder = run(args)
     except (BratError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if args.command == "build":
-        license = args.license or ("other" if args.brat_dir else "apache-2.0")
-        folder = export(dataset, builder, args.output_dir, license=license)
-        print(f"wrote {', '.join(f'{name}: {len(rows)} reports' for name, rows in dataset.items())} to {folder}")
+    except OSError as error:
+        kept = " --output_dir was left as it was;" if args.command == "build" else ""
+        print(f"error: {error}.{kept} free space or fix the path, then rerun.", file=sys.stderr)
+        return 2
     if args.command == "stats" and args.json:
         print(json.dumps({name: split.statistics.to_dict() for name, split in builder.splits.items()}, indent=2))
     else:
         print(statistics_table(builder))
         print(skipped_table(builder))
     return 0
+
+
+def run(args: argparse.Namespace) -> RadiologyNer:
+    """Build (and for ``build``, export) the dataset; the output folder is checked before the corpus is read."""
+    if args.command == "build":
+        check_output_dir(args.output_dir, args.overwrite)
+    dataset, builder = build(args.brat_dir, args.types, args.max_layers, args.discontinuous, args.skip_invalid)
+    if args.command == "build":
+        license = args.license or ("other" if args.brat_dir else "apache-2.0")
+        folder = export(dataset, builder, args.output_dir, license=license, overwrite=args.overwrite)
+        print(f"wrote {', '.join(f'{name}: {len(rows)} reports' for name, rows in dataset.items())} to {folder}")
+    return builder
 
 
 if __name__ == "__main__":

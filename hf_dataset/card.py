@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import datasets
@@ -13,6 +16,7 @@ from huggingface_hub import DatasetCard, DatasetCardData
 from hf_dataset.builder import RadiologyNer, SplitStatistics
 
 STATISTICS_FILE = "statistics.json"
+BUILD_ENTRIES = ("data", "README.md", STATISTICS_FILE)  # what a build writes, and replaces with --overwrite
 SHOWN_SKIPPED = 100
 
 
@@ -23,23 +27,81 @@ def size_category(rows: int) -> str:
     return "100K<n<1M"
 
 
+class OutputError(ValueError):
+    """An ``--output_dir`` that cannot take the dataset; the message says what to do."""
+
+
+def check_output_dir(output_dir: str | Path, overwrite: bool = False) -> Path:
+    """Refuse an output folder that is a file, or that is not empty unless ``overwrite``.
+
+    Raises:
+        OutputError: with the fix in the message.
+    """
+    output_dir = Path(output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise OutputError(f"--output_dir {output_dir} is a file; pass a folder (it is created if missing).")
+    if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
+        raise OutputError(
+            f"--output_dir {output_dir} is not empty. Pass --overwrite to replace the dataset in it "
+            f"({', '.join(BUILD_ENTRIES)}; data/ as a whole, other files are kept), or choose a new folder."
+        )
+    return output_dir
+
+
 def export(
     dataset: datasets.DatasetDict,
     builder: RadiologyNer,
     output_dir: str | Path,
     license: str = "other",
     pretty_name: str = "Spanish radiology reports with layered nested entities",
+    overwrite: bool = False,
 ) -> Path:
-    """Write ``data/<split>-00000-of-00001.parquet``, ``README.md`` and ``statistics.json`` under ``output_dir``."""
-    output_dir = Path(output_dir)
-    (output_dir / "data").mkdir(parents=True, exist_ok=True)
-    for split, rows in dataset.items():
-        rows.to_parquet(str(output_dir / "data" / f"{split}-00000-of-00001.parquet"))
-    statistics = {split: layered.statistics.to_dict() for split, layered in builder.splits.items()}
-    (output_dir / STATISTICS_FILE).write_text(json.dumps(statistics, indent=2) + "\n", encoding="utf-8")
-    card = dataset_card(dataset, builder, license, pretty_name)
-    card.save(output_dir / "README.md")
+    """Write ``data/<split>-00000-of-00001.parquet``, ``README.md`` and ``statistics.json`` under ``output_dir``.
+
+    All or nothing: the files go to a temporary folder next to ``output_dir`` and are moved into place only
+    when every one is complete, so a failed write (a full disk) leaves ``output_dir`` as it was. With
+    ``overwrite``, an existing dataset's ``data/`` folder, card and statistics are replaced (no split of the
+    old build survives); other files, such as ``.git`` or ``.gitattributes``, are kept.
+
+    Raises:
+        OutputError: ``output_dir`` is a file, or is not empty and ``overwrite`` is false.
+        OSError: a write failed; nothing was changed in ``output_dir``.
+    """
+    output_dir = check_output_dir(output_dir, overwrite).absolute()
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", suffix=".partial", dir=output_dir.parent))
+    try:
+        _write_build(dataset, builder, staging, license, pretty_name)
+        _install(staging, output_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return output_dir
+
+
+def _write_build(
+    dataset: datasets.DatasetDict, builder: RadiologyNer, folder: Path, license: str, pretty_name: str
+) -> None:
+    (folder / "data").mkdir()
+    for split, rows in dataset.items():
+        rows.to_parquet(str(folder / "data" / f"{split}-00000-of-00001.parquet"))
+    statistics = {split: layered.statistics.to_dict() for split, layered in builder.splits.items()}
+    (folder / STATISTICS_FILE).write_text(json.dumps(statistics, indent=2) + "\n", encoding="utf-8")
+    dataset_card(dataset, builder, license, pretty_name).save(folder / "README.md")
+
+
+def _install(staging: Path, output_dir: Path) -> None:
+    """Move a complete build into ``output_dir``: one rename for a new or empty folder, else entry by entry."""
+    if not output_dir.exists() or not any(output_dir.iterdir()):
+        if output_dir.exists():
+            output_dir.rmdir()
+        staging.rename(output_dir)
+        return
+    old = staging / ".old"
+    old.mkdir()
+    for name in BUILD_ENTRIES:
+        if (output_dir / name).exists() or (output_dir / name).is_symlink():
+            os.replace(output_dir / name, old / name)
+        os.replace(staging / name, output_dir / name)
 
 
 def dataset_card(dataset: datasets.DatasetDict, builder: RadiologyNer, license: str, pretty_name: str) -> DatasetCard:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import resource
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -14,6 +16,7 @@ import yaml
 from hf_dataset import SAMPLE_CORPUS, SPRADIE_TYPES, BratError, build, label_names, read_corpus
 from hf_dataset.__main__ import main as cli
 from hf_dataset.builder import find_splits, read_splits
+from hf_dataset.card import export
 
 from .conftest import NUBES, REPO
 
@@ -67,10 +70,9 @@ def test_rows_follow_the_schema(sample):
 
 def test_export_and_load_dataset_round_trip(sample, tmp_path):
     dataset, builder = sample
-    from hf_dataset.card import export
-
     export(dataset, builder, tmp_path, license="apache-2.0")
-    loaded = datasets.load_dataset(str(tmp_path))
+    # A cache of its own: the shared cache keys a local folder by its name and would serve an older build.
+    loaded = datasets.load_dataset(str(tmp_path), cache_dir=str(tmp_path / ".cache"))
     assert loaded["train"].features == dataset["train"].features
     assert loaded["test"].features["ner_tags_2"].feature.names == label_names(SPRADIE_TYPES)
     assert loaded["validation"].to_list() == dataset["validation"].to_list()
@@ -202,3 +204,54 @@ def test_skip_invalid_itemises_what_it_skipped_in_statistics_and_card(tmp_path):
     ]
     card = (out / "README.md").read_text(encoding="utf-8")
     assert "| test | `test/b.ann` | 2 | T2 | type Abbreviation is not in the label set |" in card
+
+
+@pytest.mark.parametrize(("name", "expected"), [("missing", "does not exist"), ("file.txt", "is not a folder")])
+def test_bad_brat_dir_is_a_clear_error(tmp_path, capsys, name, expected):
+    (tmp_path / "file.txt").write_text("x")
+    brat_dir = tmp_path / name
+    assert cli(["build", "--brat_dir", str(brat_dir), "--output_dir", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: --brat_dir {brat_dir} {expected}") and "Traceback" not in error
+    assert not (tmp_path / "out").exists()
+
+
+def test_output_dir_that_is_a_file_or_under_a_file_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "taken").write_text("x")
+    assert cli(["build", "--output_dir", str(tmp_path / "taken")]) == 2
+    assert "is a file; pass a folder" in capsys.readouterr().err
+    assert cli(["build", "--output_dir", str(tmp_path / "taken" / "out")]) == 2
+    assert "was left as it was" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+
+
+def test_existing_dataset_is_refused_then_replaced_without_stale_splits(tmp_path, capsys):
+    out = tmp_path / "ds"
+    (out / "data").mkdir(parents=True)
+    (out / "data" / "extra-00000-of-00001.parquet").write_text("old split")
+    (out / ".gitattributes").write_text("*.parquet filter=lfs\n")
+    assert cli(["build", "--output_dir", str(out)]) == 2
+    assert "is not empty. Pass --overwrite" in capsys.readouterr().err
+    assert (out / "data" / "extra-00000-of-00001.parquet").exists()
+    assert cli(["build", "--output_dir", str(out), "--overwrite"]) == 0
+    assert sorted(p.name for p in (out / "data").iterdir()) == [
+        "test-00000-of-00001.parquet",
+        "train-00000-of-00001.parquet",
+        "validation-00000-of-00001.parquet",
+    ]
+    assert (out / ".gitattributes").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+
+
+def test_a_failed_write_leaves_no_dataset_and_no_partial_folder(sample, tmp_path):
+    # A real write failure: the file size limit makes writes fail with EFBIG, as a full disk does with ENOSPC.
+    dataset, builder = sample
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4_000, hard))
+    try:
+        with pytest.raises(OSError):
+            export(dataset, builder, tmp_path / "ds")
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+    assert list(tmp_path.iterdir()) == []
