@@ -137,7 +137,8 @@ def parse_ann(ann_text: str, text: str, path: str) -> tuple[list[Entity], list[P
 
     Returns:
         The valid entities, and one :class:`Problem` per line that is malformed, points outside the text,
-        or whose text differs from the document's slices.
+        whose text differs from the document's slices, or that reuses the id of an earlier line (the
+        problem names both lines; the earlier entity is kept).
     """
     entities: list[Entity] = []
     problems: list[Problem] = []
