@@ -128,6 +128,7 @@ def test_no_text_and_manifest(tiny_bundle, reports_parquet, tmp_path, capsys):
 # --- Several processes, interrupted runs ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_two_processes_under_accelerate_launch_write_the_single_process_output(tiny_bundle, reports_parquet,
                                                                                reference, tmp_path):  # fmt: skip
     output = tmp_path / "two"
@@ -150,6 +151,7 @@ def wait_for_first_shard(process: subprocess.Popen, output: Path, timeout: float
         time.sleep(0.005)
 
 
+@pytest.mark.slow
 def test_interrupted_two_process_run_resumes_without_redoing_or_duplicating(tiny_bundle, reports_parquet, reference,
                                                                             tmp_path, capsys):  # fmt: skip
     output = tmp_path / "interrupted"
