@@ -3,7 +3,7 @@
     python -m hf_pipeline.predict --model BUNDLE --input INPUT --output DIR
                                   [--format brat|jsonl|parquet] [--split S] [--text_column text] [--id_column id]
                                   [--no_text] [--chunk_size 1000] [--streaming] [--batch_size N] [--overwrite]
-    accelerate launch --num_processes N -m hf_pipeline.predict ...        # or: torchrun --nproc_per_node N -m ...
+    accelerate launch --multi_gpu --num_processes N -m hf_pipeline.predict ...   # or torchrun --nproc_per_node N
 
 INPUT: a folder (every ``.txt`` below it), one ``.txt``, a ``.jsonl`` file (a ``text`` field per line), a Parquet
 file or folder, a dataset folder written by ``python -m hf_dataset build``, or a Hub dataset id. ``brat`` writes
@@ -21,7 +21,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -218,12 +220,7 @@ def predict(
 ) -> Summary:
     """Predict every report of ``input_path`` not done yet into ``output``; see the module docstring."""
     world = world or World()
-    if fmt not in FORMATS:
-        raise PredictError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}.")
-    if chunk_size < 1:
-        raise PredictError(f"--chunk_size {chunk_size}: give a positive number of reports per shard.")
-    if fmt == "jsonl" and world.size > 1:
-        raise PredictError("--format jsonl writes one file from one process; with several use parquet or brat.")
+    _check_options(fmt, chunk_size, world)
     source = open_input(str(input_path), split, text_column, id_column, streaming)
     output = Path(output)
     check_output(output)
@@ -235,11 +232,7 @@ def predict(
     writer = make_writer(fmt, output, overwrite, no_text, chunk_size)
     summary = plan(source, writer, world, chunk_size, name_files=fmt == "brat")
     if world.rank == 0:
-        _prepare(writer, output, settings)
-        if summary.skipped:
-            print(
-                f"skipped {summary.skipped} report(s) already predicted in {output} (--overwrite predicts them again)"
-            )
+        _prepare(writer, output, settings, summary)
     world.barrier()
     if summary.mine:
         _predict_mine(source, writer, world, summary, model, revision, batch_size, chunk_size)
@@ -252,14 +245,25 @@ def predict(
     return summary
 
 
-def _prepare(writer: Writer, output: Path, settings: dict[str, Any]) -> None:
+def _check_options(fmt: str, chunk_size: int, world: World) -> None:
+    if fmt not in FORMATS:
+        raise PredictError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}.")
+    if chunk_size < 1:
+        raise PredictError(f"--chunk_size {chunk_size}: give a positive number of reports per shard.")
+    if fmt == "jsonl" and world.size > 1:
+        raise PredictError("--format jsonl writes one file from one process; with several use parquet or brat.")
+
+
+def _prepare(writer: Writer, output: Path, settings: dict[str, Any], summary: Summary) -> None:
+    """(First process.) Create and clean the output folder, mark the run incomplete, say what is skipped."""
     try:
         writer.prepare()
         write_json(output / MANIFEST, {"settings": settings, "complete": False})
     except PermissionError as error:
-        raise OutputError(
-            f"--output {output}: cannot write there ({error.strerror}); choose a writable folder."
-        ) from None
+        message = f"--output {output}: cannot write there ({error.strerror}); choose a writable folder."
+        raise OutputError(message) from None
+    if summary.skipped:
+        print(f"skipped {summary.skipped} report(s) already predicted in {output} (--overwrite predicts them again)")
 
 
 def _predict_mine(
@@ -304,9 +308,15 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _stop(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # a scheduler's or torchrun's SIGTERM ends the run like Ctrl-C: cleanly, resumable
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_arguments(argv)
     world = None
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _stop) if main_thread else None
     try:
         world = World.from_env()
         summary = predict(
@@ -338,6 +348,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if world is not None:
             world.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     if world.rank == 0:
         print(f"predicted {summary.predicted} report(s) into {args.output}")
     return 0

@@ -177,16 +177,19 @@ def test_interrupted_two_process_run_resumes_without_redoing_or_duplicating(tiny
     assert result.equals(reference) and len(set(result.column("id").to_pylist())) == REPORTS
 
 
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM])
 def test_killed_run_leaves_no_half_shard_and_rerun_gives_the_same_result(tiny_bundle, reports_parquet, reference,
-                                                                         tmp_path):  # fmt: skip
+                                                                         tmp_path, stop):  # fmt: skip
     output = tmp_path / "killed"
     command = [sys.executable, *predict_command(tiny_bundle, reports_parquet, output)]
     process = subprocess.Popen(command, cwd=REPO, env=launch_env(tmp_path), stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)  # fmt: skip
     wait_for_first_shard(process, output)
-    process.kill()
-    process.communicate(timeout=60)
+    process.send_signal(stop)
+    _, err = process.communicate(timeout=60)
     assert len(list((output / "data").glob("*.parquet"))) < REPORTS // CHUNK, "the run was not killed midway"
+    if stop == signal.SIGTERM:  # a scheduler's stop: one line, not a traceback
+        assert process.returncode == 2 and err.strip().splitlines()[-1] == "interrupted, rerun to resume"
     assert main(predict_command(tiny_bundle, reports_parquet, output)[2:]) == 0
     assert shards(output).equals(reference)
     assert not list((output / "data").glob("*.tmp"))
