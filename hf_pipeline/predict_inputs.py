@@ -1,9 +1,9 @@
-"""Reports to predict, read one at a time: a folder of ``.txt``, one ``.txt``, a JSONL file, Parquet, a dataset.
+"""Reports to predict, read one at a time: a folder of ``.txt``, one ``.txt``, JSONL, Parquet, CSV, a dataset.
 
 Every source yields :class:`Row` in a fixed order, so that a row's position decides which process predicts it and
-which output shard holds it, run after run. Nothing holds every text: folders are listed (paths only), JSONL is
-read line by line, Parquet and datasets are read with ``datasets`` (memory-mapped, or streamed with
-``streaming=True``) in batches.
+which output shard holds it, run after run. Nothing holds every text: folders are walked one listing at a time,
+JSONL is read line by line, Parquet, CSV, JSON tables, dataset folders and Hub datasets are read with ``datasets``
+(memory-mapped, or streamed with ``streaming=True``) in batches.
 
 Ids: a folder gives each report's path below it without ``.txt``; a JSONL line its ``id`` field, else its line
 number (1-based); a dataset row its ``id_column``, else its row number (0-based). :func:`check_ids` refuses empty,
@@ -23,7 +23,7 @@ from typing import Any
 from hf_dataset.brat import read_text
 from hf_pipeline.hub import looks_local, unavailable
 
-TABLE_SUFFIXES = (".parquet",)
+TABLE_BUILDERS = {".parquet": "parquet", ".csv": "csv", ".json": "json"}  # read by these datasets builders
 FILE_SUFFIXES = (".txt", ".jsonl", ".json", ".parquet", ".csv")
 ID_LIMIT = 200  # bytes per path component: file systems allow 255 for the whole name, ".ann" and temp suffix included
 BATCH = 512
@@ -245,8 +245,9 @@ def open_input(
     if path.is_file():
         if path.suffix == ".jsonl":
             return JsonlSource(path, text_column, id_column or "id")
-        if path.suffix in TABLE_SUFFIXES:
-            return _dataset_source("parquet", {"data_files": str(path)}, split, text_column, id_column, streaming)
+        if path.suffix in TABLE_BUILDERS:
+            builder = TABLE_BUILDERS[path.suffix]
+            return _dataset_source(builder, {"data_files": str(path)}, split, text_column, id_column, streaming)
         return TextFileSource(path)
     if os.path.lexists(name) or looks_local(name) or name.endswith(FILE_SUFFIXES):
         raise InputError(
@@ -282,7 +283,7 @@ def _dataset_source(
     described = options.get("data_files", path)
     try:
         loaded = datasets.load_dataset(path, streaming=streaming, **options)
-    except (FileNotFoundError, ValueError, OSError) as error:
+    except (FileNotFoundError, ValueError, OSError, datasets.exceptions.DatasetsError) as error:
         raise InputError(f"{described}: cannot be read as a dataset ({_first_line(error)}).") from None
     names = list(loaded)
     if split is None and len(names) > 1:

@@ -232,6 +232,10 @@ def test_parquet_folder_text_and_id_columns_and_row_numbers(tiny_bundle, tmp_pat
     pq.write_table(pa.Table.from_pylist([{"text": "RD normal."}] * 3), tmp_path / "plain.parquet")
     assert cli("--model", tiny_bundle, "--input", tmp_path / "plain.parquet", "--output", tmp_path / "c") == 0
     assert sorted(path.name for path in (tmp_path / "c").glob("*.ann")) == ["0.ann", "1.ann", "2.ann"]
+    (tmp_path / "notes.csv").write_text('report_id,body\nA-1,"Quiste en RD, simple."\nA-2,RD normal.\n')
+    assert cli("--model", tiny_bundle, "--input", tmp_path / "notes.csv", "--output", tmp_path / "d",
+               "--text_column", "body", "--id_column", "report_id") == 0  # fmt: skip
+    assert sorted(path.name for path in (tmp_path / "d").glob("*.ann")) == ["A-1.ann", "A-2.ann"]
 
 
 def test_a_hub_dataset_id_offline_fails_at_once_and_a_local_looking_path_is_not_sent_to_the_hub(
