@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 
 from hf_dataset.brat import BratError
 from hf_dataset.builder import RadiologyNer, build
@@ -53,8 +54,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except OSError as error:
-        kept = " --output_dir was left as it was;" if args.command == "build" else ""
-        print(f"error: {error}.{kept} free space or fix the path, then rerun.", file=sys.stderr)
+        kept = " --output_dir was left as it was." if args.command == "build" else ""
+        print(
+            f"error: could not read or write: {error}.{kept} Free space (on the output disk and in the temporary "
+            f"folder {tempfile.gettempdir()}, set by TMPDIR) or fix the path, then rerun.",
+            file=sys.stderr,
+        )
         return 2
     if args.command == "stats" and args.json:
         print(json.dumps({name: split.statistics.to_dict() for name, split in builder.splits.items()}, indent=2))

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+from datasets.exceptions import DatasetGenerationError
 
 from hf_dataset.brat import BratError, Corpus, Document, Entity, Problem, check_problems, check_types, scan_corpus
 from hf_dataset.layers import Discontinuous, Encoding, decode, encode, label_names, spans_to_entities
@@ -257,7 +258,12 @@ def build(
     discontinuous: Discontinuous = "hull",
     skip_invalid: bool = False,
 ) -> tuple[datasets.DatasetDict, RadiologyNer]:
-    """Run the builder in a throw-away cache (so an edited corpus is never served stale)."""
+    """Run the builder in a throw-away cache (so an edited corpus is never served stale).
+
+    Raises:
+        BratError: the corpus cannot be read (every problem of every split listed).
+        OSError: the cache (under the temporary folder, ``TMPDIR``) cannot be written.
+    """
     with tempfile.TemporaryDirectory() as cache_dir:
         builder = RadiologyNer(
             cache_dir=cache_dir,
@@ -267,6 +273,16 @@ def build(
             discontinuous=discontinuous,
             skip_invalid=skip_invalid,
         )
-        builder.download_and_prepare()
+        _prepare(builder)
         dataset = builder.as_dataset(in_memory=True)
     return dataset, builder
+
+
+def _prepare(builder: RadiologyNer) -> None:
+    """Run the builder; a write failure in its cache (a full temporary folder) is raised as the ``OSError`` it is."""
+    try:
+        builder.download_and_prepare()
+    except DatasetGenerationError as error:
+        if isinstance(error.__cause__, OSError):
+            raise error.__cause__ from None
+        raise

@@ -40,6 +40,9 @@ def check_output_dir(output_dir: str | Path, overwrite: bool = False) -> Path:
     output_dir = Path(output_dir)
     if output_dir.exists() and not output_dir.is_dir():
         raise OutputError(f"--output_dir {output_dir} is a file; pass a folder (it is created if missing).")
+    blocking = next((parent for parent in output_dir.absolute().parents if parent.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        raise OutputError(f"--output_dir {output_dir} cannot be created: {blocking} is a file; pass another folder.")
     if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
         raise OutputError(
             f"--output_dir {output_dir} is not empty. Pass --overwrite to replace the dataset in it "

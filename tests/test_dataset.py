@@ -221,7 +221,7 @@ def test_output_dir_that_is_a_file_or_under_a_file_is_a_clear_error(tmp_path, ca
     assert cli(["build", "--output_dir", str(tmp_path / "taken")]) == 2
     assert "is a file; pass a folder" in capsys.readouterr().err
     assert cli(["build", "--output_dir", str(tmp_path / "taken" / "out")]) == 2
-    assert "was left as it was" in capsys.readouterr().err
+    assert f"cannot be created: {tmp_path / 'taken'} is a file" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
 
 
@@ -254,4 +254,22 @@ def test_a_failed_write_leaves_no_dataset_and_no_partial_folder(sample, tmp_path
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
         signal.signal(signal.SIGXFSZ, previous)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_write_failure_during_the_build_is_a_clear_error(tmp_path):
+    def limit_file_size() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (40_000, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+    result = subprocess.run(
+        [sys.executable, "-m", "hf_dataset", "build", "--output_dir", str(tmp_path / "ds")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+        preexec_fn=limit_file_size,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "error: could not read or write: [Errno 27] File too large" in result.stderr
     assert list(tmp_path.iterdir()) == []
