@@ -175,6 +175,11 @@ Labels: {", ".join(f"`{name}`" for name in builder.types)}.
 
 Every entity read is accounted for: read = encoded + merged + dropped + invalid.
 
+- **Rebuilding**: the build writes to a temporary folder and moves the files into place only when all are
+  complete (a failed write leaves the old folder as it was). A folder that is not empty is refused unless
+  `--overwrite` is given; it then replaces `data/` as a whole (no split of an older build survives), this card
+  and `statistics.json`, and keeps other files such as `.git` or `.gitattributes`.
+
 ## Statistics
 
 {statistics_table(builder)}
