@@ -90,12 +90,12 @@ def steady_rate(output: Path) -> float:
     return rows / (shards[-1].stat().st_mtime - shards[0].stat().st_mtime)
 
 
-def predict_command(model: Path, source: Path, output: Path, processes: int) -> list[str]:
+def predict_command(model: Path, source: Path, output: Path, processes: int, streaming: bool) -> list[str]:
     launcher = [sys.executable]
     if processes > 1:
         launcher += ["-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--master_port", "29561"]
     arguments = ["--model", str(model), "--input", str(source), "--output", str(output), "--format", "parquet"]
-    return [*launcher, "-m", "hf_pipeline.predict", *arguments, "--batch_size", "32"]
+    return [*launcher, "-m", "hf_pipeline.predict", *arguments, "--batch_size", "32"] + ["--streaming"] * streaming
 
 
 def main() -> None:
@@ -104,6 +104,8 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=10_000, help="the smaller count for the memory comparison")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
     parser.add_argument("--model", help="bundle folder (default: a tiny random bundle built here)")
+    parser.add_argument("--streaming", action="store_true", help="predict with --streaming (no datasets cache)")
+    parser.add_argument("--one_process_only", action="store_true", help="leave out the run with two processes")
     parser.add_argument("--run", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run:
@@ -113,19 +115,21 @@ def main() -> None:
         model = Path(args.model) if args.model else tiny_bundle(work / "bundle")
         cache = work / "datasets-cache"
         os.environ["HF_DATASETS_CACHE"] = str(cache)
-        print(f"model: {model}; {os.cpu_count()} CPU cores; {args.threads} torch thread(s) per process; "
-              f"load average {os.getloadavg()[0]:.2f}")  # fmt: skip
+        print(f"model: {model}; streaming: {args.streaming}; {os.cpu_count()} CPU cores; "
+              f"{args.threads} torch thread(s) per process; load average {os.getloadavg()[0]:.2f}")  # fmt: skip
         runs = [("1 process", args.small, 1), ("1 process", args.reports, 1), ("2 processes", args.reports, 2)]
+        runs = runs[:2] if args.one_process_only else runs
         for name, count, processes in runs:
             source = work / f"reports-{count}.parquet"
             if not source.exists():
                 synthetic_reports(source, count)
             output = work / f"out-{count}-{processes}"
-            seconds, peak = measure(predict_command(model, source, output, processes), args.threads)
+            seconds, peak = measure(predict_command(model, source, output, processes, args.streaming), args.threads)
             print(f"{name:<12} {count:>8,} reports  {seconds:7.1f} s in all ({count / seconds:6.1f} reports/s), "
-                  f"{steady_rate(output):6.1f} reports/s once started; peak {peak:5.0f} MiB per process")  # fmt: skip
+                  f"{steady_rate(output):6.1f} reports/s once started; peak {peak:5.0f} MiB per process; "
+                  f"load average {os.getloadavg()[0]:.2f}")  # fmt: skip
             if processes == 1 and count == args.reports:
-                again, peak = measure(predict_command(model, source, output, 1), args.threads)
+                again, peak = measure(predict_command(model, source, output, 1, args.streaming), args.threads)
                 print(
                     f"{'rerun':<12} {count:>8,} reports  {again:7.1f} s in all (every chunk done), peak {peak:5.0f} MiB"
                 )
