@@ -8,10 +8,15 @@ Layout::
     radiology_ner.py       the pipeline module (remote code)
     layer_2/, layer_3/     the other layer models, each with its own copy of the tokenizer
     README.md              the model card
+
+A ``shared`` bundle (``config.json["ner_architecture"] == "shared"``) holds one encoder whose token classifier has
+``len(ner_layers) x len(ner_labels)`` outputs (layer-major blocks) and no layer folders: one forward serves every
+layer, and ``AutoModelForTokenClassification`` still loads it. ``per_layer`` (the paper's method) is the default.
 """
 
 from __future__ import annotations
 
+import copy
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +26,14 @@ from transformers import Pipeline, PreTrainedModel, PreTrainedTokenizerBase, pip
 
 from hf_pipeline import radiology_ner
 from hf_pipeline.model_card import write_model_card
-from hf_pipeline.radiology_ner import LAYER_FOLDER, LAYERS_CONFIG_KEY, RadiologyNerPipeline
+from hf_pipeline.radiology_ner import (
+    ARCHITECTURE_KEY,
+    LABELS_KEY,
+    LAYER_FOLDER,
+    LAYERS_CONFIG_KEY,
+    WINDOW_KEY,
+    RadiologyNerPipeline,
+)
 
 TASK = "radiology-ner"
 PIPELINE_FILE = Path(radiology_ner.__file__).name
@@ -39,25 +51,35 @@ def save_bundle(
     tokenizer: PreTrainedTokenizerBase,
     output_dir: str | Path,
     layers: Sequence[int] = (1, 2, 3),
+    window: int | None = None,
 ) -> Path:
     """Write the layer models and the tokenizer as one bundle that ``pipeline("radiology-ner")`` loads.
 
     Args:
-        models: one token-classification model per entry of ``layers``, all with the same labels.
+        models: one token-classification model per entry of ``layers``, all with the same labels; or one
+            shared-encoder model made by :func:`make_shared_config` (its config says so).
         tokenizer: the tokenizer every model was trained with; saved at the root and in each layer folder.
         output_dir: the bundle folder (created; existing files of the same names are overwritten).
-        layers: the layer number of each model; layer 1 must come first, it is the bundle's root.
+        layers: the layer number of each model (of each head, for a shared model); layer 1 comes first.
+        window: the window length (tokens, special tokens included) the models were trained with; the
+            pipeline predicts with it by default (``config.json["ner_window"]``).
 
     Returns:
         The bundle folder.
     """
     layers = list(layers)
-    if len(models) != len(layers) or not layers or layers[0] != 1:
+    root_model = models[0] if models else None
+    shared = root_model is not None and getattr(root_model.config, ARCHITECTURE_KEY, None) == "shared"
+    if shared and (len(models) != 1 or list(getattr(root_model.config, LAYERS_CONFIG_KEY)) != layers):
+        raise ValueError(f"A shared-encoder bundle is one model whose config lists layers {layers}; got {len(models)}.")
+    if not shared and (len(models) != len(layers) or not layers or layers[0] != 1):
         raise ValueError(f"Give one model per layer, layer 1 first; got {len(models)} models for layers {layers}.")
     output_dir = Path(output_dir)
-    root_model = models[0]
     root_model.config.custom_pipelines = CUSTOM_PIPELINE
     setattr(root_model.config, LAYERS_CONFIG_KEY, layers)
+    setattr(root_model.config, ARCHITECTURE_KEY, "shared" if shared else "per_layer")
+    if window:
+        setattr(root_model.config, WINDOW_KEY, int(window))
     root_model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
     shutil.copyfile(radiology_ner.__file__, output_dir / PIPELINE_FILE)
@@ -68,11 +90,60 @@ def save_bundle(
     if not (output_dir / "README.md").exists():
         write_model_card(
             output_dir,
-            labels=[root_model.config.id2label[i] for i in sorted(root_model.config.id2label)],
+            labels=layer_labels(root_model),
             base_model=getattr(root_model.config, "_name_or_path", None) or None,
             dataset=None,
+            architecture="shared" if shared else "per_layer",
         )
     return output_dir
+
+
+def layer_labels(model: PreTrainedModel) -> list[str]:
+    """The IOB2 label names one layer predicts (a shared model's ``ner_labels``, else its ``id2label``)."""
+    config = model.config
+    if getattr(config, ARCHITECTURE_KEY, None) == "shared":
+        return list(getattr(config, LABELS_KEY))
+    return [config.id2label[i] for i in sorted(config.id2label)]
+
+
+def make_shared_config(config: Any, labels: Sequence[str], layers: Sequence[int]) -> None:
+    """Turn a token-classification config into a shared-encoder one: ``len(layers) x len(labels)`` outputs,
+    named ``L<layer>-<label>``, with the per-layer label names and the layers recorded for the pipeline."""
+    names = [f"L{layer}-{label}" for layer in layers for label in labels]
+    config.num_labels = len(names)
+    config.id2label = dict(enumerate(names))
+    config.label2id = {name: index for index, name in enumerate(names)}
+    setattr(config, ARCHITECTURE_KEY, "shared")
+    setattr(config, LABELS_KEY, list(labels))
+    setattr(config, LAYERS_CONFIG_KEY, list(layers))
+
+
+def split_shared(model: PreTrainedModel) -> list[PreTrainedModel]:
+    """Per-layer copies of a shared-encoder model: the same encoder, each with its own layer's classifier rows.
+
+    Every copy is a plain token classifier (``id2label`` = the layer's labels) that the stock
+    ``token-classification`` pipeline runs, and ``save_bundle(split_shared(m), ...)`` is a per-layer bundle
+    that predicts exactly what the shared bundle predicts (at three times the cost).
+    """
+    config = model.config
+    labels = layer_labels(model)
+    copies = []
+    for index in range(len(getattr(config, LAYERS_CONFIG_KEY))):
+        layer_model = copy.deepcopy(model)
+        rows = slice(index * len(labels), (index + 1) * len(labels))
+        classifier = layer_model.classifier
+        classifier.weight.data = classifier.weight.data[rows].clone()
+        classifier.bias.data = classifier.bias.data[rows].clone()
+        classifier.out_features = len(labels)
+        layer_config = layer_model.config
+        layer_config.num_labels = len(labels)
+        layer_config.id2label = dict(enumerate(labels))
+        layer_config.label2id = {label: i for i, label in enumerate(labels)}
+        for key in (ARCHITECTURE_KEY, LABELS_KEY):
+            if hasattr(layer_config, key):
+                delattr(layer_config, key)
+        copies.append(layer_model)
+    return copies
 
 
 def load_pipeline(model: str | Path, revision: str | None = None, **kwargs: Any) -> Pipeline:

@@ -46,6 +46,15 @@ def is_hub_id(name: str | None) -> bool:
     return bool(name) and HUB_ID.match(name) is not None and not Path(name).exists()
 
 
+def plain_name(name_or_path: str) -> str:
+    """A Hub id as it is; a local folder as its name alone (a card never shows a local path).
+
+    >>> plain_name("google-bert/bert-base-multilingual-cased"), plain_name("/data/models/all-MiniLM-L6-v2/")
+    ('google-bert/bert-base-multilingual-cased', 'all-MiniLM-L6-v2')
+    """
+    return name_or_path if is_hub_id(name_or_path) else Path(name_or_path).resolve().name
+
+
 def entity_types(labels: list[str]) -> list[str]:
     """The entity types of IOB2 label names, in label order.
 
@@ -63,8 +72,9 @@ def write_model_card(
     dataset: str | None,
     training: dict | None = None,
     results: dict | None = None,
-    license: str = "apache-2.0",
+    license: str = "unknown",
     repo_id: str | None = None,
+    architecture: str = "per_layer",
 ) -> Path:
     """Write ``bundle_dir/README.md``, replacing any card already there.
 
@@ -76,7 +86,8 @@ def write_model_card(
         dataset: the training dataset (Hub id or local folder); ``None`` for a local brat corpus.
         training: training settings, shown as a table.
         results: ``eval_results.json`` of ``train.py``: ``{split: {"exact": {...}, "lenient": {...}, ...}}``.
-        license: the license of the weights.
+        license: the license of the weights: the training data's license (``unknown`` when not known).
+        architecture: ``per_layer`` (one encoder per layer) or ``shared`` (one encoder, one head per layer).
         repo_id: the Hub repo the bundle is meant for; used in the usage example and as the model-index name.
 
     Returns:
@@ -84,18 +95,21 @@ def write_model_card(
     """
     bundle_dir = Path(bundle_dir)
     name = repo_id or (bundle_dir.name if bundle_dir.name != "model" else "radiology-ner")
+    hub_dataset, hub_base_model = is_hub_id(dataset), is_hub_id(base_model)
+    base_model = plain_name(base_model) if base_model else None
+    dataset = plain_name(dataset) if dataset else None
     data = ModelCardData(
         language="es",
         license=license,
         library_name="transformers",
         pipeline_tag="token-classification",
         tags=TAGS,
-        datasets=[dataset] if is_hub_id(dataset) else None,
-        base_model=base_model if is_hub_id(base_model) else None,
+        datasets=[dataset] if hub_dataset else None,
+        base_model=base_model if hub_base_model else None,
         model_name=name.split("/")[-1] if results else None,  # the model-index name
         eval_results=eval_results(results, dataset) if results else None,
     )
-    body = card_body(name, labels, base_model, dataset, training, results, repo_id)
+    body = card_body(name, labels, base_model, dataset, training, results, repo_id, architecture)
     path = bundle_dir / "README.md"
     ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}").save(path)
     return path
@@ -127,9 +141,10 @@ def card_body(
     training: dict | None,
     results: dict | None,
     repo_id: str | None,
+    architecture: str = "per_layer",
 ) -> str:
     sections = [
-        overview(name, base_model, dataset),
+        overview(name, base_model, dataset, architecture),
         labels_section(labels),
         usage(repo_id),
         training_section(training),
@@ -140,11 +155,21 @@ def card_body(
     return "\n".join(section for section in sections if section)
 
 
-def overview(name: str, base_model: str | None, dataset: str | None) -> str:
+def overview(name: str, base_model: str | None, dataset: str | None, architecture: str = "per_layer") -> str:
     origin = (
         f"fine-tuned from `{base_model}`"
         if base_model
         else "trained from scratch (the `tiny` preset: a small BERT and WordPiece tokenizer, for tests and demos)"
+    )
+    layout = (
+        "**Architecture: `shared`.** One encoder, fine-tuned once for all layers, with one classifier head per"
+        ' layer (the classifier\'s outputs are one block of labels per layer, `config.json["ner_labels"]`):'
+        " one forward pass serves every layer, a third of the compute, memory and download of the paper's"
+        " three encoders. There are no layer folders; `AutoModelForTokenClassification` loads the model."
+        if architecture == "shared"
+        else "**Architecture: `per_layer`** (the paper's). One model per layer: layer 1 at the root, the others in"
+        " `layer_2/`, `layer_3/`, each with its own copy of the tokenizer so that every layer also works alone in"
+        " the stock `token-classification` pipeline."
     )
     return f"""# {name.split("/")[-1]}
 
@@ -153,10 +178,10 @@ inside an `Anatomical_Entity`, a `Measure` inside a `Finding` ...). It returns e
 its layer and its exact character offsets into the input text.
 
 **Method** (Solarte-Pabón et al., CLEF eHealth 2021, SpRadIE task): every word gets up to three IOB2 tags,
-one per nesting *layer*, and one BERT token classifier is trained per layer. This repo holds one model per
-layer: layer 1 at the root, the others in `layer_2/`, `layer_3/`, each with its own copy of the tokenizer so
-that every layer also works alone in the stock `token-classification` pipeline. The `radiology-ner`
-pipeline (`radiology_ner.py`) tokenizes once, runs every layer's model and merges their entities.
+one per nesting *layer*, and a BERT token classifier predicts each layer. The `radiology-ner` pipeline
+(`radiology_ner.py`) tokenizes once, runs the model(s) and merges every layer's entities.
+
+{layout}
 
 Models {origin}; training data: {f"`{dataset}`" if dataset else "a local brat corpus"}.
 """

@@ -32,6 +32,11 @@ _WORD_RE = re.compile(rf"(?:[^\W\d_]|[{_MARKS}])+|(?:\d|[{_MARKS}])+|[^\s{_MARKS
 _COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 LAYER_FOLDER = "layer_{}"
 LAYERS_CONFIG_KEY = "ner_layers"
+# config.json keys of a bundle's root model:
+ARCHITECTURE_KEY = "ner_architecture"  # "per_layer" (one model per layer) or "shared" (one encoder, a head per layer)
+LABELS_KEY = "ner_labels"  # shared: the label names of every layer (the classifier has layers x labels outputs)
+WINDOW_KEY = "ner_window"  # the window length (tokens) the bundle was trained with: the default for prediction
+ARCHITECTURES = ("per_layer", "shared")
 
 
 def word_spans(text: str) -> list[tuple[int, int]]:
@@ -100,6 +105,24 @@ def window_starts(num_tokens: int, window: int, overlap: int | None = None) -> l
     return starts + [num_tokens - window]
 
 
+def locate_words(
+    word_ids: Sequence[int | None], starts: Sequence[int], window: int, offset: int
+) -> tuple[list[int], list[tuple[int, int]]]:
+    """The words that have a subword, and for each the (window index, position in that window) of its first
+    subword in the window where it is farthest from an edge; ``offset`` counts the tokens put before each window.
+
+    >>> locate_words([0, 0, 1, 2, 2, 3], [0, 2], 4, offset=1)
+    ([0, 1, 2, 3], [(0, 1), (0, 3), (1, 2), (1, 4)])
+    """
+    first_token = _first_token_of_each_word(word_ids)
+    words = sorted(first_token)
+    located = []
+    for word in words:
+        chosen = best_window(first_token[word], starts, window)
+        located.append((chosen, offset + first_token[word] - starts[chosen]))
+    return words, located
+
+
 def best_window(position: int, starts: Sequence[int], window: int) -> int:
     """Index of the window in which ``position`` is farthest from an edge (earliest on ties).
 
@@ -126,16 +149,46 @@ class RadiologyNerPipeline(ChunkPipeline):
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        if layer_models is None:
-            layer_models = self._load_other_layers(layer_revision)
-        self.layer_models = [self.model, *layer_models]
-        self.layer_numbers = list(
-            getattr(self.model.config, LAYERS_CONFIG_KEY, None) or range(1, len(self.layer_models) + 1)
-        )
-        self._check_layers_agree()
+        config = self.model.config
+        self.architecture = getattr(config, ARCHITECTURE_KEY, None) or "per_layer"
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(
+                f"config.json[{ARCHITECTURE_KEY!r}] is {self.architecture!r}; expected one of {ARCHITECTURES}. "
+                "Save the bundle again with hf_pipeline.save_bundle."
+            )
+        if self.architecture == "shared":
+            self.layer_models = [self.model]
+            self.layer_numbers = list(getattr(config, LAYERS_CONFIG_KEY, None) or [1])
+            self.labels = list(getattr(config, LABELS_KEY, None) or [])
+            self._check_shared_layout()
+        else:
+            if layer_models is None:
+                layer_models = self._load_other_layers(layer_revision)
+            self.layer_models = [self.model, *layer_models]
+            self.layer_numbers = list(getattr(config, LAYERS_CONFIG_KEY, None) or range(1, len(self.layer_models) + 1))
+            self.labels = [config.id2label[i] for i in range(config.num_labels)]
+            self._check_layers_agree()
         for model in self.layer_models[1:]:
             model.to(self.device).eval()
         self.max_window = self._max_window()
+        trained_window = getattr(config, WINDOW_KEY, None)
+        self.default_window = min(trained_window, self.max_window) if trained_window else self.max_window
+
+    def _check_shared_layout(self) -> None:
+        """A shared bundle's classifier must have one block of ``len(ner_labels)`` outputs per layer."""
+        config = self.model.config
+        expected = len(self.layer_numbers) * len(self.labels)
+        if not self.labels or config.num_labels != expected:
+            raise ValueError(
+                f"This shared-encoder bundle lists layers {self.layer_numbers} and {len(self.labels)} labels per "
+                f"layer in config.json ({LAYERS_CONFIG_KEY!r}, {LABELS_KEY!r}), so its classifier needs {expected} "
+                f"outputs, but it has {config.num_labels}. Save the bundle again with hf_pipeline.save_bundle."
+            )
+        if self.tokenizer is not None and len(self.tokenizer) > config.vocab_size:
+            raise ValueError(
+                f"The tokenizer has {len(self.tokenizer)} tokens but the model only {config.vocab_size}: "
+                "this tokenizer does not belong to this bundle."
+            )
 
     def _load_other_layers(self, revision: str | None) -> list[PreTrainedModel]:
         """Load ``layer_2/`` ... from the bundle the root model came from, at the same revision."""
@@ -224,7 +277,8 @@ class RadiologyNerPipeline(ChunkPipeline):
             inputs: the report text(s): a str, a list, a generator, or a torch ``Dataset`` of str (e.g.
                 ``KeyDataset(dataset, "text")``); generators and datasets give an iterator of results.
             layers: which layers to return (default: all of the bundle's layers).
-            max_length: window length in tokens, special tokens included (default: the model's maximum).
+            max_length: window length in tokens, special tokens included (default: the window the bundle was
+                trained with, ``config.json["ner_window"]``, else the model's maximum).
             batch_size: how many windows run through the models at once.
 
         Returns:
@@ -245,7 +299,7 @@ class RadiologyNerPipeline(ChunkPipeline):
         _check_text(text)
         spans = word_spans(text)
         prefix, suffix = self._special_tokens()
-        window = (max_length or self.max_window) - len(prefix) - len(suffix)
+        window = (max_length or self.default_window) - len(prefix) - len(suffix)
         encoding = self.tokenizer(
             [text[s:e] for s, e in spans] or [""],
             is_split_into_words=True,
@@ -274,31 +328,29 @@ class RadiologyNerPipeline(ChunkPipeline):
         window_start = model_inputs.pop("window_start")
         is_last = model_inputs.pop("is_last")
         document = model_inputs.pop("document")
-        probabilities = torch.stack(
-            [model(**model_inputs).logits.float().softmax(-1) for model in self.layer_models], dim=1
-        )
+        if self.architecture == "shared":  # one forward; the classifier's outputs are [layer, label] blocks
+            logits = self.model(**model_inputs).logits
+            batch, length, _ = logits.shape
+            probabilities = logits.float().view(batch, length, len(self.layer_numbers), -1).softmax(-1).transpose(1, 2)
+        else:
+            probabilities = torch.stack(
+                [model(**model_inputs).logits.float().softmax(-1) for model in self.layer_models], dim=1
+            )
         return {"probabilities": probabilities, "window_start": window_start, "is_last": is_last, "document": document}
 
     def postprocess(self, all_outputs: list[dict[str, Any]], layers: Sequence[int] | None = None) -> list[dict]:
         text, spans, word_ids, starts, window = all_outputs[0]["document"]
-        offset = len(self._special_tokens()[0])
-        first_token = _first_token_of_each_word(word_ids)
-        words = sorted(first_token)
+        words, located = locate_words(word_ids, starts, window, offset=len(self._special_tokens()[0]))
         if not words:
             return []
-        labels = self.model.config.id2label
         probabilities = [output["probabilities"][0].numpy() for output in all_outputs]  # [layer, token, label]
-        located = []  # per word: (window index, position in that window)
-        for word in words:
-            chosen = best_window(first_token[word], starts, window)
-            located.append((chosen, offset + first_token[word] - starts[chosen]))
         entities = []
         for layer_index, layer_number in enumerate(self.layer_numbers):
             if layers is not None and layer_number not in layers:
                 continue
             word_probs = np.array([probabilities[w][layer_index, p] for w, p in located]).reshape(len(words), -1)
             best = word_probs.argmax(-1)
-            tags = [labels[int(label)] for label in best]
+            tags = [self.labels[int(label)] for label in best]
             scores = word_probs[np.arange(len(words)), best]
             for span in decode_bio(tags):
                 start, end = spans[words[span.first]][0], spans[words[span.last]][1]

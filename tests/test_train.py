@@ -2,18 +2,39 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 import shutil
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
+import torch
+import yaml
+from transformers import EvalPrediction, TrainingArguments
 
+import hf_dataset
 from hf_dataset import SAMPLE_CORPUS
+from hf_dataset.card import export
 from hf_pipeline.radiology_ner import window_starts
 from hf_pipeline.score import score_folders
-from train import TINY_PRESET, align_labels, parse_arguments, train_wordpiece, windowed_features
+from train import (
+    TINY_PRESET,
+    DataArguments,
+    NerTrainingArguments,
+    align_labels,
+    entity_metrics,
+    layered_loss,
+    parse_arguments,
+    train_wordpiece,
+    windowed_features,
+    windowed_split,
+)
+from train import main as train_main
 
 from .conftest import REPO, sample_texts
 from .test_pipeline import run_fresh
@@ -31,25 +52,77 @@ def test_align_labels_first_subword_only():
 def test_windows_label_each_words_first_subword_and_cover_every_word(tokenizer):
     words = ["Hidronefrosis", "leve", "del", "RD", ",", "ecogenicidad", "conservada", "."] * 6
     labels = [1, 2, 0, 3, 0, 5, 6, 0] * 6
+    second_layer = [0, 0, 0, 1, 0, 0, 0, 0] * 6
     max_length, stride = 12, 4
-    features = windowed_features(words, labels, tokenizer, max_length, stride)
+    features, windows = windowed_features(words, [labels, second_layer], tokenizer, max_length, stride)
     word_ids = tokenizer(words, is_split_into_words=True, add_special_tokens=False).word_ids()
     starts = window_starts(len(word_ids), max_length - 2, overlap=stride)
-    assert len(features) == len(starts) > 1
+    assert len(features) == len(starts) > 1 and windows.starts == starts and windows.word_ids == word_ids
     labelled = set()
     for start, feature in zip(starts, features):
         ids = feature["input_ids"]
         assert len(ids) <= max_length and ids[0] == tokenizer.cls_token_id and ids[-1] == tokenizer.sep_token_id
         assert len(feature["labels"]) == len(ids) == len(feature["attention_mask"])
-        assert feature["labels"][0] == feature["labels"][-1] == -100
-        for offset, label in enumerate(feature["labels"][1:-1]):
+        assert feature["labels"][0] == feature["labels"][-1] == [-100, -100]
+        for offset, (label, second) in enumerate(feature["labels"][1:-1]):
             word = word_ids[start + offset]
             if label != -100:
-                assert label == labels[word] and word_ids.index(word) == start + offset
+                assert (label, second) == (labels[word], second_layer[word])
+                assert word_ids.index(word) == start + offset
                 labelled.add(word)
             else:
-                assert word_ids.index(word) < start + offset  # a continuation subword
+                assert second == -100 and word_ids.index(word) < start + offset  # a continuation subword
     assert labelled == set(range(len(words)))
+
+
+def test_layered_loss_of_one_layer_is_the_stock_token_classification_loss():
+    torch.manual_seed(0)
+    logits, labels = torch.randn(2, 5, 7), torch.randint(0, 7, (2, 5))
+    labels[0, 0] = -100
+    stock = torch.nn.functional.cross_entropy(logits.view(-1, 7), labels.view(-1))
+    assert layered_loss(SimpleNamespace(logits=logits), labels[..., None]) == pytest.approx(stock.item())
+    two_layers = torch.cat([logits, logits.roll(1, dims=-1)], dim=-1)
+    second = torch.nn.functional.cross_entropy(logits.roll(1, dims=-1).view(-1, 7), labels.view(-1))
+    both = layered_loss(SimpleNamespace(logits=two_layers), torch.stack([labels, labels], dim=-1))
+    assert both == pytest.approx(stock.item() + second.item())
+
+
+def test_validation_metric_is_the_task_exact_f1_of_what_the_bundle_decodes(tokenizer):
+    dataset, _ = hf_dataset.build()
+    split, labels = dataset["validation"], dataset["train"].features["ner_tags_1"].feature.names
+    data_args = DataArguments(max_seq_length=24, doc_stride=6)
+    windows, documents = windowed_split(split, [1, 2], tokenizer, data_args)
+    gold_ids = np.array(
+        [[[-100 if cell == -100 else cell for cell in row] for row in w] for w in _padded(windows["labels"])]
+    )
+    metrics = entity_metrics(split, documents, [1, 2], labels)
+    perfect = metrics(EvalPrediction(predictions=gold_ids, label_ids=gold_ids))
+    oracle = [e for row in split for e in row["entities"] if e["layer"] in (1, 2)]
+    assert len(oracle) > 100 and perfect["exact_f1"] > 0.95 and perfect["layer_2_exact_f1"] > 0.9
+    assert perfect["lenient_f1"] >= perfect["exact_f1"]
+    nothing = metrics(EvalPrediction(predictions=np.zeros_like(gold_ids), label_ids=gold_ids))
+    assert nothing["exact_f1"] == 0.0
+    # Layer 2's tags predicted as layer 1's and the other way round: the task figure pools the layers, so it holds;
+    # the per-layer figures see the swap.
+    swapped = metrics(EvalPrediction(predictions=gold_ids[..., ::-1].copy(), label_ids=gold_ids))
+    assert swapped["exact_f1"] == perfect["exact_f1"] and swapped["layer_2_exact_f1"] < perfect["layer_2_exact_f1"]
+
+
+def _padded(rows: list[list[list[int]]]) -> list[list[list[int]]]:
+    width = max(len(row) for row in rows)
+    return [row + [[-100] * len(row[0])] * (width - len(row)) for row in rows]
+
+
+def test_every_training_argument_reaches_the_trainer():
+    """A field NerTrainingArguments declares but TrainingArguments lacks would be parsed and never used
+    (transformers 5 dropped warmup_ratio: the warm-up was silently off)."""
+    stock = {f.name for f in dataclasses.fields(TrainingArguments)}
+    ours = {f.name for f in dataclasses.fields(NerTrainingArguments)}
+    assert ours == stock
+    overridden = [name for name in NerTrainingArguments.__dataclass_fields__ if name in vars(NerTrainingArguments)]
+    assert {"warmup_steps", "learning_rate", "metric_for_best_model"} <= set(overridden)
+    for key in TINY_PRESET:
+        assert key in stock | {f.name for f in dataclasses.fields(DataArguments)}, key
 
 
 def test_preset_fills_defaults_that_explicit_arguments_override(tmp_path):
@@ -123,3 +196,105 @@ def test_the_same_script_runs_data_parallel_under_torchrun(tmp_path):
     assert "parallel_mode != ParallelMode.DISTRIBUTED" not in result.stderr
     assert set(json.loads((out / "eval_results.json").read_text())) == {"train", "validation", "test"}
     assert json.loads((out / "model" / "config.json").read_text())["ner_layers"] == [1, 2]
+
+
+def _card(out) -> tuple[dict, str]:
+    text = (out / "model" / "README.md").read_text(encoding="utf-8")
+    return yaml.safe_load(text.split("---")[1]), text
+
+
+def _logged_steps(out, title: str) -> list[dict]:
+    lines = re.findall(rf"{title} step \d+: (\{{.*\}})", (out / "train.log").read_text(encoding="utf-8"))
+    return [json.loads(line) for line in lines]
+
+
+def test_warm_up_is_real_and_the_card_records_what_ran(tmp_path):
+    out = tmp_path / "run"
+    train_main(
+        ["--preset", "tiny", "--max_steps", "40", "--logging_steps", "1", "--layers", "1", "--output_dir", str(out)]
+    )
+    rates = [step["learning_rate"] for step in _logged_steps(out, "layer 1") if "learning_rate" in step]
+    assert len(rates) == 40 and rates[0] < max(rates) / 2  # tiny preset: 5% of 40 steps = 2 warm-up steps
+    assert rates.index(max(rates)) == 2  # the rate after step 2 is the peak
+    metadata, card = _card(out)
+    assert metadata["license"] == "apache-2.0"  # the bundled sample's own license
+    assert "| `optimizer steps done` | layer 1: 40 |" in card and "| `warm-up steps (effective)` | layer 1: 2 |" in card
+    assert "| `epochs done` | layer 1: 13.33 |" in card and "150" not in card.split("## Training")[1].split("##")[0]
+    assert "warmup_ratio" not in card and str(tmp_path) not in card
+    assert "| `window (max_seq_length, tokens)` | 128 |" in card and "| `architecture` | per_layer |" in card
+    assert json.loads((out / "model" / "config.json").read_text())["ner_window"] == 128
+
+
+def test_license_comes_from_the_dataset_card_and_paths_stay_out(tmp_path):
+    dataset, builder = hf_dataset.build()
+    folder = export(dataset, builder, tmp_path / "my-corpus", license="cc-by-nc-sa-4.0")
+    out = tmp_path / "run"
+    train_main(
+        ["--preset", "tiny", "--max_steps", "2", "--layers", "1", "--dataset", str(folder), "--output_dir", str(out)]
+    )
+    metadata, card = _card(out)
+    assert metadata["license"] == "cc-by-nc-sa-4.0" and "datasets" not in metadata
+    assert "`my-corpus`" in card and str(tmp_path) not in card
+    args = ["--preset", "tiny", "--max_steps", "2", "--layers", "1", "--brat_dir", str(SAMPLE_CORPUS)]
+    train_main([*args, "--output_dir", str(tmp_path / "brat")])
+    assert _card(tmp_path / "brat")[0]["license"] == "unknown"  # never a permissive default for a user's corpus
+    train_main([*args, "--license", "mit", "--output_dir", str(tmp_path / "mit")])
+    assert _card(tmp_path / "mit")[0]["license"] == "mit"
+
+
+def test_brat_dir_takes_skip_invalid_discontinuous_and_max_layers(tmp_path):
+    corpus = tmp_path / "corpus"
+    shutil.copytree(SAMPLE_CORPUS, corpus, ignore=shutil.ignore_patterns("README.md"))
+    ann = sorted((corpus / "train").glob("*.ann"))[0]
+    lines = ann.read_text(encoding="utf-8").splitlines()
+    name, header, text = lines[0].split("\t")
+    lines[0] = f"{name}\t{header.split()[0]} 0 3\tXYZ-not-the-text"
+    ann.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    args = ["--preset", "tiny", "--max_steps", "2", "--layers", "1", "--brat_dir", str(corpus)]
+    with pytest.raises(SystemExit, match="skip_invalid"):
+        train_main([*args, "--output_dir", str(tmp_path / "refused")])
+    out = tmp_path / "skipped"
+    train_main([*args, "--skip_invalid", "--max_layers", "2", "--discontinuous", "split", "--output_dir", str(out)])
+    assert json.loads((out / "model" / "config.json").read_text())["ner_layers"] == [1]
+    assert set(json.loads((out / "eval_results.json").read_text())) == {"train", "validation", "test"}
+    with pytest.raises(SystemExit, match="only 2 tag layers"):
+        train_main([*args, "--skip_invalid", "--max_layers", "2", "--layers", "1", "3", "--output_dir", str(out)])
+
+
+def test_tiny_log_is_short_and_says_which_layer_trains(tmp_path):
+    out = tmp_path / "run"
+    command = [sys.executable, "train.py", "--preset", "tiny", "--max_steps", "30", "--output_dir", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    console = (result.stdout + result.stderr).replace("\r", "\n")
+    for layer in (1, 2, 3):
+        assert f"INFO train: training layer {layer}" in console
+    assert "pin_memory" not in console and "Writing model shards" not in console and "{'loss'" not in console
+    assert len(result.stdout.splitlines()) + len(result.stderr.splitlines()) < 40
+    assert "| test |" in result.stdout and len(_logged_steps(out, "layer 3")) >= 1
+
+
+@pytest.mark.slow
+def test_shared_architecture_trains_resumes_and_loads_in_a_fresh_process(tmp_path):
+    out = tmp_path / "shared"
+    command = [sys.executable, "train.py", "--preset", "tiny", "--architecture", "shared", "--num_train_epochs", "4"]
+    command += ["--eval_strategy", "epoch", "--load_best_model_at_end", "true", "--output_dir", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    config = json.loads((out / "model" / "config.json").read_text())
+    assert config["ner_architecture"] == "shared" and config["num_labels"] == 3 * len(config["ner_labels"])
+    assert not (out / "model" / "layer_2").exists()
+    results = json.loads((out / "eval_results.json").read_text())
+    assert set(results["test"]["per_layer"]) == {"1", "2", "3"}
+    logged = [s for s in _logged_steps(out, r"layers 1, 2, 3 \(shared encoder\)") if "eval_exact_f1" in s]
+    assert len(logged) == 4 and all("eval_layer_3_exact_f1" in s for s in logged)
+    assert "| `architecture` | shared |" in _card(out)[1] and "Architecture: `shared`" in _card(out)[1]
+    code = (
+        "from transformers import pipeline\n"
+        f"ner = pipeline('radiology-ner', model={str(out / 'model')!r}, trust_remote_code=True)\n"
+        "print(len(ner.layer_models), ner.architecture, isinstance(ner('Quiste simple en el RD.'), list))"
+    )
+    assert run_fresh(code, tmp_path).strip().splitlines()[-1] == "1 shared True"
+    resumed = subprocess.run(command + ["--resume"], capture_output=True, text=True, cwd=REPO, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "layers 1, 2, 3 (shared encoder): already trained" in resumed.stderr
