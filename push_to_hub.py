@@ -223,7 +223,7 @@ def load_card(readme: Path, card_class: type[ModelCard] | type[DatasetCard] | ty
 def check_model(folder: Path, files: list[str]) -> None:
     """A complete radiology-ner bundle, its card, and no training data."""
     from hf_pipeline.bundle import TASK  # imported here: only model pushes need transformers
-    from hf_pipeline.radiology_ner import LAYER_FOLDER, LAYERS_CONFIG_KEY
+    from hf_pipeline.radiology_ner import ARCHITECTURE_KEY, LAYER_FOLDER, LAYERS_CONFIG_KEY
 
     data_files = [
         relative
@@ -245,8 +245,12 @@ def check_model(folder: Path, files: list[str]) -> None:
     module = f"{impl.rsplit('.', 1)[0]}.py"
     if module not in files:
         raise CheckFailed(f"{folder / module} is missing: config.json points the pipeline at it; re-save the bundle.")
+    for needed in re.findall(r"^from \.(\w+) import", (folder / module).read_text(encoding="utf-8"), re.MULTILINE):
+        if f"{needed}.py" not in files:
+            raise CheckFailed(f"{folder / needed}.py is missing: {module} imports it; re-save the bundle.")
     check_model_folder(folder, "", files)
-    for layer in config.get(LAYERS_CONFIG_KEY, [1])[1:]:
+    shared = config.get(ARCHITECTURE_KEY) == "shared"  # one model, no layer folders
+    for layer in [] if shared else config.get(LAYERS_CONFIG_KEY, [1])[1:]:
         subfolder = f"{LAYER_FOLDER.format(layer)}/"
         read_config(folder / subfolder / "config.json")
         check_model_folder(folder, subfolder, files)

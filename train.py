@@ -58,8 +58,9 @@ from hf_pipeline import load_pipeline, save_bundle
 from hf_pipeline.bundle import make_shared_config
 from hf_pipeline.hub import hub_unreachable
 from hf_pipeline.model_card import entity_types, plain_name, write_model_card
-from hf_pipeline.radiology_ner import ARCHITECTURES, decode_bio, locate_words, window_starts
+from hf_pipeline.radiology_ner import ARCHITECTURES
 from hf_pipeline.scoring import score
+from hf_pipeline.words import decode_bio, locate_words, window_starts
 
 logger = logging.getLogger("train")
 DEFAULT_MODEL = "bert-base-multilingual-cased"

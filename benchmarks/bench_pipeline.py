@@ -1,49 +1,278 @@
-"""Throughput of the radiology-ner pipeline: median seconds and characters per second over repeated runs.
+"""CPU speed of the radiology-ner pipeline against the stock way and against this machine's GEMM peak.
 
-    python benchmarks/bench_pipeline.py --model runs/tiny/model [--repeats 5]
+    python benchmarks/bench_pipeline.py                  # mBERT-base-shaped and tiny bundles, every variant
+    python benchmarks/bench_pipeline.py --threads 2 --repeats 3 --sizes base
+    python benchmarks/bench_pipeline.py --model runs/quality/model     # a trained bundle instead of random ones
 
-Runs the bundled sample's test reports one by one, as a batched list, and as one long report of 200,000
-characters, and prints the median of ``--repeats`` runs for each, all measured in this one process.
+In one process, one run: builds bundles with random weights through the project's own ``save_bundle`` (no
+download): ``base`` is shaped like mBERT-base (vocabulary 119,547, hidden 768, 12 layers, 12 heads, intermediate
+3,072, 21 labels, three layer models), ``tiny`` like the tiny preset. The tokenizer is a WordPiece trained on the
+bundled sample (its ids fit any vocabulary), so tokens per character differ from mBERT's: tokens/s is printed too.
+
+Workloads: the bundled sample's 40 reports one call each ("reports, one by one"), the same 40 as one list
+("reports, one list"), and long texts of 1k, 4k, 16k and 64k characters. Variants: this pipeline (fp32; int8 with
+dynamic quantization; the shared-encoder bundle) and what a user would do without it: three stock
+``pipeline("token-classification", model=<layer k>, aggregation_strategy="simple")`` calls on the same texts,
+with the same batch size and the same window overlap (``stride``), so that they also read the whole of a long text.
+
+Per workload and variant it prints the median seconds of ``--repeats`` runs, characters/s, subword tokens/s,
+the speed ratio to stock, the fraction of the measured fp32 GEMM peak reached inside the encoder forwards (model
+FLOPs over the time spent in them; int8 rows count the same FLOPs), the share of time outside the forwards, and the
+peak RSS during the workload. The GEMM peak is torch.matmul at the encoder's own shapes, on this machine, now.
+
+Every figure assumes a quiet machine: more busy threads than cores (another benchmark, a test run) distorts all of
+them, ratios included. Quote the ratios of one run.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import resource
 import statistics
+import sys
+import tempfile
+import threading
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-import hf_pipeline
-from hf_dataset import SAMPLE_CORPUS, read_corpus
+import torch
+from transformers import BertConfig, BertForTokenClassification, PreTrainedModel, pipeline
+from transformers.utils import logging as hf_logging
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import hf_pipeline  # noqa: E402
+from hf_dataset import SAMPLE_CORPUS, SPRADIE_TYPES, label_names, read_corpus  # noqa: E402
+from hf_pipeline.bundle import make_shared_config  # noqa: E402
+from hf_pipeline.words import default_stride  # noqa: E402
+from train import train_wordpiece  # noqa: E402
+
+SHAPES = {
+    "base": dict(vocab_size=119_547, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                 intermediate_size=3072, max_position_embeddings=512),
+    "tiny": dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, intermediate_size=512,
+                 max_position_embeddings=128),
+}  # fmt: skip
+LONG_SIZES = (1_000, 4_000, 16_000, 64_000)
+BATCH_SIZE = 32
 
 
-def median_seconds(run: Callable[[], object], repeats: int) -> float:
-    run()  # warm-up
-    timings = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        timings.append(time.perf_counter() - started)
-    return statistics.median(timings)
+@dataclass
+class Measured:
+    seconds: float
+    forward_seconds: float
+    flops: float
+    peak_rss_mib: float
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="bundle folder or Hub repo id")
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
-    ner = hf_pipeline.load_pipeline(args.model)
-    texts = [doc.text for doc in read_corpus(SAMPLE_CORPUS / "test").documents]
-    long_text = ("\n".join(texts) * (200_000 // sum(map(len, texts)) + 1))[:200_000]
-    cases = {
-        "sample test split, one call per report": (lambda: [ner(t) for t in texts], sum(map(len, texts))),
-        "sample test split, one batched call (batch_size=8)": (lambda: ner(texts, batch_size=8), sum(map(len, texts))),
-        "one report of 200,000 characters (batch_size=32)": (lambda: ner(long_text, batch_size=32), len(long_text)),
+class ForwardMeter:
+    """Time spent in, and FLOPs done by, the forward passes of some models (hooks on their top module)."""
+
+    def __init__(self, models: list[PreTrainedModel]) -> None:
+        self.seconds, self.flops = 0.0, 0.0
+        self._started, self._shape = 0.0, (0, 0)
+        self.handles = [model.register_forward_pre_hook(self._before, with_kwargs=True) for model in models]
+        self.handles += [model.register_forward_hook(self._after) for model in models]
+
+    def _before(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        self._shape = tuple(kwargs["input_ids"].shape if "input_ids" in kwargs else args[0].shape)
+        self._started = time.perf_counter()
+
+    def _after(self, module: torch.nn.Module, args: tuple, output: Any) -> None:
+        self.seconds += time.perf_counter() - self._started
+        self.flops += encoder_flops(module.config, self._shape)
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+def encoder_flops(config: BertConfig, shape: tuple[int, int]) -> float:
+    """Multiply-adds x 2 of one BERT forward on a padded [batch, length] input (embedding lookups are free)."""
+    batch, length = shape
+    hidden, inner = config.hidden_size, config.intermediate_size
+    per_token_per_layer = 2 * (4 * hidden * hidden + 2 * hidden * inner) + 2 * 2 * length * hidden  # + attention
+    return batch * length * (config.num_hidden_layers * per_token_per_layer + 2 * hidden * config.num_labels)
+
+
+def gemm_peak(config: BertConfig, repeats: int = 5) -> float:
+    """Best fp32 FLOP/s of torch.matmul at the encoder's shapes ([4096 tokens, hidden] x weight)."""
+    tokens = 4096
+    rates = []
+    for inner in (config.hidden_size, config.intermediate_size):
+        a, b = torch.randn(tokens, config.hidden_size), torch.randn(config.hidden_size, inner)
+        torch.matmul(a, b)
+        timings = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            torch.matmul(a, b)
+            timings.append(time.perf_counter() - started)
+        rates.append(2 * tokens * config.hidden_size * inner / statistics.median(timings))
+    return max(rates)
+
+
+@contextmanager
+def peak_rss() -> Iterator[list[float]]:
+    """Sample this process's resident memory every 5 ms; yields a one-item list filled with the peak (MiB)."""
+    result, stop = [0.0], threading.Event()
+    page = os.sysconf("SC_PAGE_SIZE")
+
+    def sample() -> None:
+        while not stop.is_set():
+            with open("/proc/self/statm") as statm:
+                result[0] = max(result[0], int(statm.read().split()[1]) * page / 2**20)
+            stop.wait(0.005)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield result
+    finally:
+        stop.set()
+        thread.join()
+
+
+def measure(run: Callable[[], object], meter: ForwardMeter, repeats: int) -> Measured:
+    seconds, forwards, flops = [], [], []
+    with peak_rss() as rss:
+        for _ in range(repeats):
+            meter.seconds, meter.flops = 0.0, 0.0
+            started = time.perf_counter()
+            run()
+            seconds.append(time.perf_counter() - started)
+            forwards.append(meter.seconds)
+            flops.append(meter.flops)
+    middle = seconds.index(statistics.median_low(seconds))
+    return Measured(seconds[middle], forwards[middle], flops[middle], rss[0])
+
+
+def random_bundle(folder: Path, size: str, tokenizer: Any, shared: bool = False) -> Path:
+    labels = label_names(SPRADIE_TYPES)
+    shape = {"vocab_size": len(tokenizer), **SHAPES[size]}
+    config = BertConfig(**shape, id2label=dict(enumerate(labels)), label2id={x: i for i, x in enumerate(labels)})
+    torch.manual_seed(0)
+    if shared:
+        make_shared_config(config, labels, [1, 2, 3])
+        models = [BertForTokenClassification(config)]
+    else:
+        models = [BertForTokenClassification(config) for _ in range(3)]
+    tokenizer.model_max_length = shape["max_position_embeddings"]
+    return hf_pipeline.save_bundle([m.eval() for m in models], tokenizer, folder)
+
+
+def stock_runner(bundle: Path, stride: int) -> tuple[Callable[[Any], object], list[PreTrainedModel]]:
+    """Three stock token-classification pipelines, one per layer folder, run one after the other."""
+    folders = [bundle, bundle / "layer_2", bundle / "layer_3"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        stock = [
+            pipeline("token-classification", model=str(f), aggregation_strategy="simple", stride=stride, device=-1)
+            for f in folders
+        ]
+
+    def run(texts: Any) -> object:
+        return [p(texts, batch_size=BATCH_SIZE) for p in stock]
+
+    return run, [p.model for p in stock]
+
+
+def workloads(tokenizer: Any) -> dict[str, tuple[Callable[[Callable], object], int, int]]:
+    """name -> (call the runner on the workload, characters, subword tokens)."""
+    splits = ("train", "validation", "test")
+    reports = [doc.text for split in splits for doc in read_corpus(SAMPLE_CORPUS / split).documents]
+    joined = "\n\n".join(reports)
+    longs = {size: (joined * (size // len(joined) + 1))[:size] for size in LONG_SIZES}
+
+    def tokens(texts: list[str]) -> int:
+        return sum(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
+
+    cases: dict[str, tuple[Callable[[Callable], object], int, int]] = {
+        "reports, one by one": (lambda run: [run(t) for t in reports], sum(map(len, reports)), tokens(reports)),
+        "reports, one list": (lambda run: run(reports), sum(map(len, reports)), tokens(reports)),
     }
-    print(f"model: {args.model} (max window {ner.max_window} tokens, {len(ner.layer_models)} layers)")
-    for name, (run, characters) in cases.items():
-        seconds = median_seconds(run, args.repeats)
-        print(f"{name:<55} median {seconds:8.3f} s  {characters / seconds:>12,.0f} characters/s")
+    for size, text in longs.items():
+        cases[f"one text of {size // 1000}k characters"] = (lambda run, t=text: run(t), len(text), tokens([text]))
+    return cases
+
+
+def benchmark_size(size: str, args: argparse.Namespace, work: Path, tokenizer: Any) -> list[dict[str, Any]]:
+    per_layer = Path(args.model) if args.model else random_bundle(work / f"{size}-per-layer", size, tokenizer)
+    ours = hf_pipeline.load_pipeline(per_layer)
+    window = ours.default_window - 2
+    stride = default_stride(window)
+    variants: dict[str, tuple[Callable[[Any], object], list[PreTrainedModel]]] = {
+        "stock x3": stock_runner(per_layer, stride),
+        "ours": (ours, ours.layer_models),
+    }
+    if not args.model:
+        shared = hf_pipeline.load_pipeline(random_bundle(work / f"{size}-shared", size, tokenizer, shared=True))
+        variants["ours shared"] = (shared, shared.layer_models)
+    if not args.no_int8:
+        int8 = hf_pipeline.load_pipeline(per_layer, quantize="int8")
+        variants["ours int8"] = (int8, int8.layer_models)
+    peak = gemm_peak(ours.model.config)
+    threads = torch.get_num_threads()
+    print(f"\n## {size}: window {window + 2} tokens, stride {stride}, batch {BATCH_SIZE}; "
+          f"fp32 GEMM peak {peak / 1e9:.1f} GFLOP/s on {threads} threads\n")  # fmt: skip
+    columns = ["workload", "variant", "median s", "chars/s", "tokens/s", "x stock", "GEMM peak", "outside forwards"]
+    print("| " + " | ".join([*columns, "peak RSS MiB"]) + " |\n| --- | --- |" + " ---: |" * 7)
+    rows = []
+    cases = workloads(ours.tokenizer)
+    for runner, _ in variants.values():  # warm-up: first calls allocate and pick kernels
+        cases["reports, one list"][0](runner)
+    for name, (call, characters, tokens) in cases.items():
+        stock_seconds = None
+        for variant, (runner, models) in variants.items():
+            meter = ForwardMeter(models)
+            m = measure(lambda call=call, runner=runner: call(runner), meter, args.repeats)
+            meter.remove()
+            stock_seconds = stock_seconds or m.seconds
+            row = {
+                "size": size, "workload": name, "variant": variant, "seconds": m.seconds,
+                "chars_per_s": characters / m.seconds, "tokens_per_s": tokens / m.seconds,
+                "x_stock": stock_seconds / m.seconds, "gemm_fraction": m.flops / m.forward_seconds / peak,
+                "outside_forwards": 1 - m.forward_seconds / m.seconds, "peak_rss_mib": m.peak_rss_mib,
+            }  # fmt: skip
+            rows.append(row)
+            print(f"| {name} | {variant} | {m.seconds:.3f} | {row['chars_per_s']:,.0f} | {row['tokens_per_s']:,.0f} | "
+                  f"{row['x_stock']:.2f} | {row['gemm_fraction']:.0%} | {row['outside_forwards']:.0%} | "
+                  f"{m.peak_rss_mib:,.0f} |", flush=True)  # fmt: skip
+    return rows
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", nargs="+", choices=list(SHAPES), default=list(SHAPES))
+    parser.add_argument("--model", help="a trained bundle folder instead of the random ones (one table)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, every core)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per cell; the median is printed")
+    parser.add_argument("--no_int8", action="store_true", help="leave out the int8 rows")
+    parser.add_argument("--output", type=Path, help="also write every row as JSON here")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; "
+          f"load average {os.getloadavg()[0]:.2f} (above the core count, every figure is distorted)")  # fmt: skip
+    texts = [doc.text for doc in read_corpus(SAMPLE_CORPUS / "train").documents]
+    tokenizer = train_wordpiece(texts, vocab_size=2000)
+    rows = []
+    with tempfile.TemporaryDirectory() as work:
+        for size in [args.model] if args.model else args.sizes:
+            rows += benchmark_size(size, args, Path(work), tokenizer)
+    print(f"\nmax RSS of the process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB")
+    if args.output:
+        args.output.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    return rows
 
 
 if __name__ == "__main__":

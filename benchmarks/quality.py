@@ -44,8 +44,8 @@ SPLIT_SEED = 2021
 SETTINGS: dict[str, Any] = {
     "max_seq_length": 256,
     "doc_stride": 32,
-    "num_train_epochs": 8,
-    "learning_rate": 1e-4,
+    "num_train_epochs": 12,
+    "learning_rate": 3e-4,
     "warmup_steps": 0.1,
     "weight_decay": 0.01,
     "per_device_train_batch_size": 8,

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from hf_dataset.builder import read_splits
 from hf_dataset.layers import is_misaligned
-from hf_pipeline.radiology_ner import _MARKS, word_spans
+from hf_pipeline.words import _MARKS, word_spans
 
 _GLUED = re.compile(rf"(?:[^\W_]|[{_MARKS}])+|[^\s{_MARKS}\ufeff]")
 Tokenizer = Callable[[str], list[tuple[int, int]]]

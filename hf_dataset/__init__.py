@@ -1,8 +1,24 @@
-"""Brat corpus to a layered Hugging Face dataset (``python -m hf_dataset build``)."""
+"""Brat corpus to a layered Hugging Face dataset (``python -m hf_dataset build``).
 
-from hf_dataset.brat import BratError, Corpus, Document, Entity, read_corpus, write_ann
-from hf_dataset.builder import SAMPLE_CORPUS, SPRADIE_TYPES, RadiologyNer, build
-from hf_dataset.layers import encode, label_names
+``import hf_dataset`` is cheap: the names below load their module on first use (PEP 562), so the brat reader and
+the scorer's command line start without importing ``datasets``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from hf_dataset.brat import BratError, Corpus, Document, Entity, read_corpus, write_ann
+    from hf_dataset.builder import SAMPLE_CORPUS, SPRADIE_TYPES, RadiologyNer, build
+    from hf_dataset.layers import encode, label_names
+
+_LAZY = {
+    **dict.fromkeys(["BratError", "Corpus", "Document", "Entity", "read_corpus", "write_ann"], "hf_dataset.brat"),
+    **dict.fromkeys(["SAMPLE_CORPUS", "SPRADIE_TYPES", "RadiologyNer", "build"], "hf_dataset.builder"),
+    **dict.fromkeys(["encode", "label_names"], "hf_dataset.layers"),
+}
 
 __all__ = [
     "SAMPLE_CORPUS",
@@ -18,3 +34,16 @@ __all__ = [
     "read_corpus",
     "write_ann",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hf_dataset' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from hf_dataset.brat import Entity
-from hf_pipeline.radiology_ner import Span, decode_bio, word_spans
+from hf_pipeline.words import Span, decode_bio, word_spans
 
 Discontinuous = Literal["hull", "split"]
 WordRange = tuple[int, int]  # first and last word, inclusive

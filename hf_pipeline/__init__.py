@@ -18,15 +18,16 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from hf_pipeline.bundle import TASK, load_pipeline, save_bundle
-    from hf_pipeline.radiology_ner import RadiologyNerPipeline, decode_bio, word_spans
+    from hf_pipeline.radiology_ner import RadiologyNerPipeline
+    from hf_pipeline.words import decode_bio, word_spans
 
 _LAZY = {
     "TASK": "hf_pipeline.bundle",
     "load_pipeline": "hf_pipeline.bundle",
     "save_bundle": "hf_pipeline.bundle",
     "RadiologyNerPipeline": "hf_pipeline.radiology_ner",
-    "decode_bio": "hf_pipeline.radiology_ner",
-    "word_spans": "hf_pipeline.radiology_ner",
+    "decode_bio": "hf_pipeline.words",
+    "word_spans": "hf_pipeline.words",
 }
 METRIC_PATH = str(Path(__file__).resolve().parent / "radiology_ner_metric")
 """The folder of the task's scorer as an ``evaluate`` module: ``evaluate.load(hf_pipeline.METRIC_PATH)``."""

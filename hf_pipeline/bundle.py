@@ -5,7 +5,7 @@ Layout::
     config.json            layer-1 model, with custom_pipelines["radiology-ner"] and ner_layers
     model.safetensors
     tokenizer files
-    radiology_ner.py       the pipeline module (remote code)
+    radiology_ner.py       the pipeline module (remote code) and words.py, the torch-free half it imports
     layer_2/, layer_3/     the other layer models, each with its own copy of the tokenizer
     README.md              the model card
 
@@ -24,7 +24,7 @@ from typing import Any
 
 from transformers import Pipeline, PreTrainedModel, PreTrainedTokenizerBase, pipeline
 
-from hf_pipeline import radiology_ner
+from hf_pipeline import radiology_ner, words
 from hf_pipeline.model_card import write_model_card
 from hf_pipeline.radiology_ner import (
     ARCHITECTURE_KEY,
@@ -37,6 +37,7 @@ from hf_pipeline.radiology_ner import (
 
 TASK = "radiology-ner"
 PIPELINE_FILE = Path(radiology_ner.__file__).name
+PIPELINE_MODULES = (radiology_ner.__file__, words.__file__)  # the remote code a bundle carries
 CUSTOM_PIPELINE = {
     TASK: {
         "impl": f"{Path(PIPELINE_FILE).stem}.{RadiologyNerPipeline.__name__}",
@@ -82,7 +83,8 @@ def save_bundle(
         setattr(root_model.config, WINDOW_KEY, int(window))
     root_model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
-    shutil.copyfile(radiology_ner.__file__, output_dir / PIPELINE_FILE)
+    for module in PIPELINE_MODULES:
+        shutil.copyfile(module, output_dir / Path(module).name)
     for number, model in zip(layers[1:], models[1:]):
         folder = output_dir / LAYER_FOLDER.format(number)
         model.save_pretrained(folder)

@@ -2,7 +2,8 @@
 
     python -m hf_pipeline.predict --model BUNDLE --input INPUT --output DIR
                                   [--format brat|jsonl|parquet] [--split S] [--text_column text] [--id_column id]
-                                  [--no_text] [--chunk_size 1000] [--streaming] [--batch_size N] [--overwrite]
+                                  [--no_text] [--chunk_size 1000] [--streaming] [--batch_size 32] [--quantize int8]
+                                  [--overwrite]
     accelerate launch --multi_gpu --num_processes N -m hf_pipeline.predict ...   # or torchrun --nproc_per_node N
 
 INPUT: a folder (every ``.txt`` below it), one ``.txt``, a ``.jsonl`` file (a ``text`` field per line), a Parquet
@@ -127,12 +128,14 @@ def _is_bundle(folder: Path) -> bool:
     return isinstance(config, dict) and TASK in (config.get("custom_pipelines") or {})
 
 
-def load_model(model: str, revision: str | None, world: World) -> Any:
+def load_model(model: str, revision: str | None, world: World, quantize: str | None = None) -> Any:
     import torch
 
     from hf_pipeline.bundle import load_pipeline
 
     options = {"device": torch.device("cuda", world.local_rank)} if torch.cuda.is_available() else {}
+    if quantize:  # int8 runs on CPU
+        options = {"quantize": quantize, "device": torch.device("cpu")}
     try:
         return load_pipeline(model, revision=revision, **options)
     except (OSError, ValueError, KeyError) as error:
@@ -206,7 +209,7 @@ def predict(
     input_path: str | Path,
     output: str | Path,
     fmt: str = "brat",
-    batch_size: int = 8,
+    batch_size: int = 32,
     overwrite: bool = False,
     *,
     split: str | None = None,
@@ -217,6 +220,7 @@ def predict(
     streaming: bool = False,
     revision: str | None = None,
     world: World | None = None,
+    quantize: str | None = None,
 ) -> Summary:
     """Predict every report of ``input_path`` not done yet into ``output``; see the module docstring."""
     world = world or World()
@@ -226,7 +230,7 @@ def predict(
     check_output(output)
     check_model(model)
     settings = _settings(model, revision, str(input_path), source, fmt, split=split, text_column=text_column,
-                         id_column=id_column, chunk_size=chunk_size, no_text=no_text)  # fmt: skip
+                         id_column=id_column, chunk_size=chunk_size, no_text=no_text, quantize=quantize)  # fmt: skip
     if not overwrite:
         check_settings(output, settings)
     writer = make_writer(fmt, output, overwrite, no_text, chunk_size)
@@ -235,7 +239,7 @@ def predict(
         _prepare(writer, output, settings, summary)
     world.barrier()
     if summary.mine:
-        _predict_mine(source, writer, world, summary, model, revision, batch_size, chunk_size)
+        _predict_mine(source, writer, world, summary, model, revision, batch_size, chunk_size, quantize)
     world.barrier()
     if world.rank == 0:
         counts = writer.finish(summary.total)
@@ -275,10 +279,11 @@ def _predict_mine(
     revision: str | None,
     batch_size: int,
     chunk_size: int,
+    quantize: str | None = None,
 ) -> None:
     from tqdm.auto import tqdm
 
-    ner = load_model(model, revision, world)
+    ner = load_model(model, revision, world, quantize)
     wanted = source.rows(lambda position: world.owns(position, chunk_size))
     rows = (row for row in wanted if not writer.done(row.position, row.id))
     desc = "predicting" if world.size == 1 else f"predicting (process {world.rank + 1} of {world.size})"
@@ -303,7 +308,12 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no_text", action="store_true", help="leave the text out of jsonl and parquet outputs")
     parser.add_argument("--chunk_size", type=int, default=1000, help="reports per Parquet shard and per work unit")
     parser.add_argument("--streaming", action="store_true", help="stream a dataset instead of memory-mapping it")
-    parser.add_argument("--batch_size", type=int, default=8, help="windows per forward pass")
+    parser.add_argument("--batch_size", type=int, default=32, help="windows per forward pass")
+    parser.add_argument(
+        "--quantize",
+        choices=["int8"],
+        help="dynamic int8 quantization of the Linear layers, on CPU (faster; see the README for its agreement)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="predict again reports already done")
     return parser.parse_args(argv)
 
@@ -333,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
             chunk_size=args.chunk_size,
             streaming=args.streaming,
             revision=args.revision,
+            quantize=args.quantize,
             world=world,
         )
     except (InputError, OutputError, PredictError, BratError) as error:

@@ -1,19 +1,20 @@
 """The ``radiology-ner`` pipeline: overlapping entities from one token classifier per layer.
 
-This module travels with every model bundle (it is copied next to ``config.json``) and is loaded by
+This module travels with every model bundle (it is copied next to ``config.json``, with ``words.py``, its
+torch-free half: words, windows, BIO decoding) and is loaded by
 ``pipeline("radiology-ner", model=..., trust_remote_code=True)``. It therefore imports only torch,
-transformers, numpy and the standard library. It is also the one home of the word tokenizer and the
-BIO decoder that the dataset builder uses, so training data and predictions share the same words.
+transformers, numpy, the standard library and ``words.py``.
 """
 
 from __future__ import annotations
 
-import bisect
 import os
 import re
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import GeneratorType
 from typing import Any
 
 import numpy as np
@@ -21,14 +22,8 @@ import torch
 from transformers import AutoModelForTokenClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.pipelines.base import ChunkPipeline
 
-# Combining marks (accents typed as a separate code point) stay inside the word they modify.
-# A byte order mark is not a token (brat counts it as character 0 of a file).
-_MARKS = (
-    "\u0300-\u036f\u0483-\u0489\u0591-\u05bd\u0610-\u061a\u064b-\u065f"
-    "\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f"
-)
-# Letters and digits are separate words ("5mm" -> "5", "mm"): fewer gold boundaries fall inside a word.
-_WORD_RE = re.compile(rf"(?:[^\W\d_]|[{_MARKS}])+|(?:\d|[{_MARKS}])+|[^\s{_MARKS}\ufeff]")
+from .words import decode_bio, locate_words, window_starts, word_spans
+
 _COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 LAYER_FOLDER = "layer_{}"
 LAYERS_CONFIG_KEY = "ner_layers"
@@ -37,100 +32,10 @@ ARCHITECTURE_KEY = "ner_architecture"  # "per_layer" (one model per layer) or "s
 LABELS_KEY = "ner_labels"  # shared: the label names of every layer (the classifier has layers x labels outputs)
 WINDOW_KEY = "ner_window"  # the window length (tokens) the bundle was trained with: the default for prediction
 ARCHITECTURES = ("per_layer", "shared")
-
-
-def word_spans(text: str) -> list[tuple[int, int]]:
-    """Split ``text`` into words and single punctuation marks, as end-exclusive character spans.
-
-    A word is a run of letters (any script) or a run of decimal digits, with their combining marks; a letter
-    glued to a digit starts a new word. Every other non-space character is a token of its own. Underscores
-    count as punctuation.
-
-    >>> text = "Quiste de 3,5mm en T12."
-    >>> [text[s:e] for s, e in word_spans(text)]
-    ['Quiste', 'de', '3', ',', '5', 'mm', 'en', 'T', '12', '.']
-    """
-    return [match.span() for match in _WORD_RE.finditer(text)]
-
-
-@dataclass(frozen=True)
-class Span:
-    """A decoded entity in word indices: words ``first`` to ``last`` inclusive."""
-
-    type: str
-    first: int
-    last: int
-
-
-def decode_bio(tags: Sequence[str]) -> list[Span]:
-    """Decode one layer of IOB2 tags into entities.
-
-    ``B-T`` starts an entity; ``I-T`` continues it only right after ``B-T``/``I-T`` of the same type;
-    an ``I-T`` after ``O`` or another type starts a new entity (lenient repair).
-
-    >>> decode_bio(["B-Finding", "I-Finding", "O", "I-Degree", "B-Measure", "I-Degree"])
-    [Span(type='Finding', first=0, last=1), Span(type='Degree', first=3, last=3), \
-Span(type='Measure', first=4, last=4), Span(type='Degree', first=5, last=5)]
-    """
-    spans: list[Span] = []
-    current: Span | None = None
-    for index, tag in enumerate(tags):
-        prefix, _, label = tag.partition("-")
-        if prefix == "I" and current is not None and current.type == label and current.last == index - 1:
-            current = Span(label, current.first, index)
-            spans[-1] = current
-        elif prefix in ("B", "I"):
-            current = Span(label, index, index)
-            spans.append(current)
-        else:
-            current = None
-    return spans
-
-
-def window_starts(num_tokens: int, window: int, overlap: int | None = None) -> list[int]:
-    """Start positions of windows of ``window`` tokens covering ``num_tokens``, consecutive ones sharing
-    ``overlap`` tokens (default: half a window); the last window ends at the last token.
-
-    >>> window_starts(10, 4)
-    [0, 2, 4, 6]
-    >>> window_starts(3, 4)
-    [0]
-    >>> window_starts(10, 4, overlap=1)
-    [0, 3, 6]
-    """
-    if num_tokens <= window:
-        return [0]
-    step = max(1, window - (window // 2 if overlap is None else overlap))
-    starts = list(range(0, num_tokens - window, step))
-    return starts + [num_tokens - window]
-
-
-def locate_words(
-    word_ids: Sequence[int | None], starts: Sequence[int], window: int, offset: int
-) -> tuple[list[int], list[tuple[int, int]]]:
-    """The words that have a subword, and for each the (window index, position in that window) of its first
-    subword in the window where it is farthest from an edge; ``offset`` counts the tokens put before each window.
-
-    >>> locate_words([0, 0, 1, 2, 2, 3], [0, 2], 4, offset=1)
-    ([0, 1, 2, 3], [(0, 1), (0, 3), (1, 2), (1, 4)])
-    """
-    first_token = _first_token_of_each_word(word_ids)
-    words = sorted(first_token)
-    located = []
-    for word in words:
-        chosen = best_window(first_token[word], starts, window)
-        located.append((chosen, offset + first_token[word] - starts[chosen]))
-    return words, located
-
-
-def best_window(position: int, starts: Sequence[int], window: int) -> int:
-    """Index of the window in which ``position`` is farthest from an edge (earliest on ties).
-
-    >>> best_window(5, [0, 2, 4, 6], 4)  # windows 0-3, 2-5, 4-7, 6-9: in 4-7 it has a token on each side
-    2
-    """
-    first, last = bisect.bisect_left(starts, position - window + 1), bisect.bisect_right(starts, position)
-    return max(range(first, last), key=lambda i: min(position - starts[i], starts[i] + window - 1 - position))
+# Windows per forward pass by default: amortises the per-call cost on CPU and keeps a GPU busy.
+DEFAULT_BATCH_SIZE = 32
+QUANTIZATIONS = ("int8",)
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 
 class RadiologyNerPipeline(ChunkPipeline):
@@ -146,8 +51,11 @@ class RadiologyNerPipeline(ChunkPipeline):
         *args: Any,
         layer_models: Sequence[PreTrainedModel] | None = None,
         layer_revision: str | None = None,
+        quantize: str | None = None,
         **kwargs: Any,
     ) -> None:
+        if kwargs.get("batch_size") is None:
+            kwargs["batch_size"] = DEFAULT_BATCH_SIZE
         super().__init__(*args, **kwargs)
         config = self.model.config
         self.architecture = getattr(config, ARCHITECTURE_KEY, None) or "per_layer"
@@ -173,6 +81,20 @@ class RadiologyNerPipeline(ChunkPipeline):
         self.max_window = self._max_window()
         trained_window = getattr(config, WINDOW_KEY, None)
         self.default_window = min(trained_window, self.max_window) if trained_window else self.max_window
+        self.quantization = quantize
+        if quantize is not None:
+            self._quantize(quantize)
+
+    def _quantize(self, quantize: str) -> None:
+        """Dynamic int8 quantization of every Linear layer (weights int8, activations quantized on the fly)."""
+        if quantize not in QUANTIZATIONS:
+            raise ValueError(f"quantize={quantize!r}: choose one of {QUANTIZATIONS}, or None for full precision.")
+        if self.device.type != "cpu":
+            raise ValueError(f"quantize={quantize!r} runs on CPU only; this pipeline is on {self.device}.")
+        with warnings.catch_warnings():  # torch.ao's dynamic quantization is deprecated in favour of torchao
+            warnings.simplefilter("ignore")
+            for model in self.layer_models:
+                torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
 
     def _check_shared_layout(self) -> None:
         """A shared bundle's classifier must have one block of ``len(ner_labels)`` outputs per layer."""
@@ -253,9 +175,22 @@ class RadiologyNerPipeline(ChunkPipeline):
         limits = [self.model.config.max_position_embeddings, self.tokenizer.model_max_length]
         return int(min(limit for limit in limits if limit and limit > 0))
 
+    def get_inference_context(self) -> type[torch.inference_mode]:
+        return torch.inference_mode
+
     def _sanitize_parameters(
-        self, layers: Iterable[int] | None = None, max_length: int | None = None, **kwargs: Any
+        self,
+        layers: Iterable[int] | None = None,
+        max_length: int | None = None,
+        stride: int | None = None,
+        **kwargs: Any,
     ) -> tuple[dict, dict, dict]:
+        if kwargs:
+            names = ", ".join(sorted(kwargs))
+            raise TypeError(
+                f"radiology-ner got unexpected arguments: {names}. It takes layers, max_length, stride, "
+                "batch_size and num_workers."
+            )
         preprocess: dict[str, Any] = {}
         postprocess: dict[str, Any] = {}
         if layers is not None:
@@ -268,18 +203,25 @@ class RadiologyNerPipeline(ChunkPipeline):
             if not 3 <= max_length <= self.max_window:
                 raise ValueError(f"max_length must be between 3 and the model's maximum, {self.max_window}.")
             preprocess["max_length"] = max_length
+        if stride is not None:
+            if stride < 0:
+                raise ValueError(f"stride={stride}: the overlap of consecutive windows is a number of tokens >= 0.")
+            preprocess["stride"] = stride
         return preprocess, {}, postprocess
 
-    def __call__(self, inputs: str | list[str] | Iterator[str], **kwargs: Any) -> Any:
-        """Find overlapping entities in one text, a list of texts, or a generator of texts.
+    def __call__(self, inputs: str | Sequence[str] | Iterable[str], **kwargs: Any) -> Any:
+        """Find overlapping entities in one text, a list of texts, or a stream of texts.
 
         Args:
-            inputs: the report text(s): a str, a list, a generator, or a torch ``Dataset`` of str (e.g.
-                ``KeyDataset(dataset, "text")``); generators and datasets give an iterator of results.
+            inputs: the report text(s): a str; a list or tuple (run shortest first, so that a batch holds windows
+                of similar length, and returned in input order); any iterator or generator, or a torch
+                ``Dataset`` of str (e.g. ``KeyDataset(dataset, "text")``), which give an iterator of results.
             layers: which layers to return (default: all of the bundle's layers).
             max_length: window length in tokens, special tokens included (default: the window the bundle was
                 trained with, ``config.json["ner_window"]``, else the model's maximum).
-            batch_size: how many windows run through the models at once.
+            stride: tokens shared by consecutive windows of a long text (default: 64, at most a fifth of the
+                window; a word is read in the window where it is farthest from an edge).
+            batch_size: how many windows run through the models at once (default 32).
 
         Returns:
             For each text a list of dicts sorted by (start, -end, layer), with keys
@@ -287,19 +229,32 @@ class RadiologyNerPipeline(ChunkPipeline):
             ``word`` (``text[start:end]``), ``start``, ``end`` (end-exclusive character offsets) and
             ``layer`` (1-based). One text gives one list; a list or generator gives one list per text.
         """
-        streams = (torch.utils.data.Dataset, Iterator)
-        if not isinstance(inputs, (str, list, tuple, *streams)):
-            raise TypeError(f"radiology-ner expects a str or a list of str, got {type(inputs).__name__}.")
         if isinstance(inputs, (list, tuple)):
             for item in inputs:
                 _check_text(item)
+            if not inputs:
+                return []
+            order = sorted(range(len(inputs)), key=lambda i: len(inputs[i]))
+            results = super().__call__([inputs[i] for i in order], **kwargs)
+            in_input_order: list[Any] = [None] * len(inputs)
+            for position, result in zip(order, results):
+                in_input_order[position] = result
+            return in_input_order
+        if isinstance(inputs, Iterator) and not isinstance(inputs, GeneratorType):
+            inputs = (text for text in inputs)  # transformers streams generators and datasets only
+        if not isinstance(inputs, (str, GeneratorType, torch.utils.data.Dataset)):
+            raise TypeError(f"radiology-ner expects a str or a list of str, got {type(inputs).__name__}.")
         return super().__call__(inputs, **kwargs)
 
-    def preprocess(self, text: str, max_length: int | None = None) -> Iterator[dict[str, Any]]:
+    def preprocess(
+        self, text: str, max_length: int | None = None, stride: int | None = None
+    ) -> Iterator[dict[str, Any]]:
         _check_text(text)
         spans = word_spans(text)
         prefix, suffix = self._special_tokens()
         window = (max_length or self.default_window) - len(prefix) - len(suffix)
+        if stride is not None and stride >= window:
+            raise ValueError(f"stride={stride} must be smaller than the window ({window} tokens without specials).")
         encoding = self.tokenizer(
             [text[s:e] for s, e in spans] or [""],
             is_split_into_words=True,
@@ -308,15 +263,15 @@ class RadiologyNerPipeline(ChunkPipeline):
         )
         token_ids = encoding["input_ids"] if spans else []
         word_ids = encoding.word_ids() if spans else []
-        starts = window_starts(len(token_ids), window)
+        starts = window_starts(len(token_ids), window, stride)
+        document = _Document(text, spans, word_ids, starts, window)
         for index, start in enumerate(starts):
             ids = prefix + token_ids[start : start + window] + suffix
             yield {
                 "input_ids": torch.tensor([ids]),
                 "attention_mask": torch.ones(1, len(ids), dtype=torch.long),
-                "window_start": start,
                 "is_last": index == len(starts) - 1,
-                "document": (text, spans, word_ids, starts, window) if index == 0 else None,
+                "document": document if index == 0 else None,
             }
 
     def _special_tokens(self) -> tuple[list[int], list[int]]:
@@ -325,7 +280,6 @@ class RadiologyNerPipeline(ChunkPipeline):
         return ([cls] if cls is not None else []), ([sep] if sep is not None else [])
 
     def _forward(self, model_inputs: dict[str, Any]) -> dict[str, Any]:
-        window_start = model_inputs.pop("window_start")
         is_last = model_inputs.pop("is_last")
         document = model_inputs.pop("document")
         if self.architecture == "shared":  # one forward; the classifier's outputs are [layer, label] blocks
@@ -336,19 +290,22 @@ class RadiologyNerPipeline(ChunkPipeline):
             probabilities = torch.stack(
                 [model(**model_inputs).logits.float().softmax(-1) for model in self.layer_models], dim=1
             )
-        return {"probabilities": probabilities, "window_start": window_start, "is_last": is_last, "document": document}
+        return {"probabilities": probabilities, "is_last": is_last, "document": document}
 
     def postprocess(self, all_outputs: list[dict[str, Any]], layers: Sequence[int] | None = None) -> list[dict]:
-        text, spans, word_ids, starts, window = all_outputs[0]["document"]
-        words, located = locate_words(word_ids, starts, window, offset=len(self._special_tokens()[0]))
+        document: _Document = all_outputs[0]["document"]
+        text, spans = document.text, document.spans
+        words, located = locate_words(
+            document.word_ids, document.starts, document.window, offset=len(self._special_tokens()[0])
+        )
         if not words:
             return []
-        probabilities = [output["probabilities"][0].numpy() for output in all_outputs]  # [layer, token, label]
+        all_word_probs = _word_probabilities([output["probabilities"][0] for output in all_outputs], located)
         entities = []
         for layer_index, layer_number in enumerate(self.layer_numbers):
             if layers is not None and layer_number not in layers:
                 continue
-            word_probs = np.array([probabilities[w][layer_index, p] for w, p in located]).reshape(len(words), -1)
+            word_probs = all_word_probs[:, layer_index]
             best = word_probs.argmax(-1)
             tags = [self.labels[int(label)] for label in best]
             scores = word_probs[np.arange(len(words)), best]
@@ -367,18 +324,37 @@ class RadiologyNerPipeline(ChunkPipeline):
         return sorted(entities, key=lambda e: (e["start"], -e["end"], e["layer"]))
 
 
+@dataclass(frozen=True)
+class _Document:
+    """A text's words, subwords and windows, carried with its first window (an object, not a tuple, so that
+    transformers does not walk its lists element by element each time it moves a batch between devices)."""
+
+    text: str
+    spans: list[tuple[int, int]]
+    word_ids: list[int | None]
+    starts: list[int]
+    window: int
+
+
+def _word_probabilities(window_probabilities: Sequence[torch.Tensor], located: Sequence[tuple[int, int]]) -> Any:
+    """``[word, layer, label]`` probabilities, each word read at its (window, position) in ``located``."""
+    where = np.array(located).reshape(-1, 2)
+    result = np.empty((len(where), *window_probabilities[0].shape[::2]), dtype=np.float32)  # [word, layer, label]
+    for window in np.unique(where[:, 0]):
+        rows = np.flatnonzero(where[:, 0] == window)
+        result[rows] = window_probabilities[window][:, where[rows, 1]].transpose(0, 1).numpy()
+    return result
+
+
 def _check_text(text: Any) -> None:
     if not isinstance(text, str):
         raise TypeError(f"radiology-ner expects each input to be a str, got {type(text).__name__}.")
-
-
-def _first_token_of_each_word(word_ids: Sequence[int | None]) -> dict[int, int]:
-    """Position of the first subword of every word that has one (some words tokenize to nothing)."""
-    first: dict[int, int] = {}
-    for position, word in enumerate(word_ids):
-        if word is not None and word not in first:
-            first[word] = position
-    return first
+    surrogate = _SURROGATE_RE.search(text)
+    if surrogate:
+        raise ValueError(
+            f"The text has a lone surrogate (U+{ord(surrogate.group()):04X}) at character {surrogate.start()}, "
+            "which is not valid Unicode: decode the file with errors='replace' or fix its encoding first."
+        )
 
 
 def _revision_of_this_module(source: str) -> str | None:

@@ -1,10 +1,12 @@
 """Score a folder of predicted brat files against a gold brat folder.
 
-    python -m hf_pipeline.score --gold DIR --pred DIR [--types T1,T2,...] [--json]
+    python -m hf_pipeline.score --gold DIR --pred DIR [--types T1,T2,...] [--json] [--skip_invalid]
 
 Prints micro exact and lenient P/R/F1 and a per-type table (``--json``: the same as JSON). A gold document
 whose ``.ann`` is missing from the predictions counts as predicting nothing; a prediction for a document
-that is not in gold is an error.
+that is not in gold is an error. An invalid annotation (offsets outside the text or not matching it, a duplicate
+id) is an error that names file and line; ``--skip_invalid`` scores without it instead and lists every skipped
+annotation, gold and predicted, on stderr (and under ``skipped`` with ``--json``).
 """
 
 from __future__ import annotations
@@ -14,12 +16,16 @@ import json
 import sys
 from pathlib import Path
 
-from hf_dataset.brat import BratError, Corpus, Entity, parse_ann, read_corpus, read_text
+from hf_dataset.brat import BratError, Corpus, Entity, Problem, parse_ann, read_corpus, read_text
 from hf_pipeline.scoring import Report, format_report, score
 
 
-def read_predictions(pred_dir: str | Path, gold: Corpus) -> dict[str, list[Entity]]:
+def read_predictions(
+    pred_dir: str | Path, gold: Corpus, skipped: list[Problem] | None = None
+) -> dict[str, list[Entity]]:
     """Read ``pred_dir/<doc id>.ann`` for the gold documents, checked against the gold texts.
+
+    Invalid predicted annotations are appended to ``skipped`` when it is given (and left out), else raised.
 
     Raises:
         BratError: an ``.ann`` for a document not in gold, or an invalid predicted annotation.
@@ -38,15 +44,30 @@ def read_predictions(pred_dir: str | Path, gold: Corpus) -> dict[str, list[Entit
     predictions = {}
     for doc_id, path in found.items():
         entities, problems = parse_ann(read_text(path), texts[doc_id], str(path))
+        if problems and skipped is None:
+            raise BratError(
+                "Invalid predicted annotations:\n  "
+                + "\n  ".join(map(str, problems))
+                + "\nFix them, or pass --skip_invalid to score without them (each is listed)."
+            )
         if problems:
-            raise BratError("Invalid predicted annotations:\n  " + "\n  ".join(map(str, problems)))
+            skipped.extend(problems)
         predictions[doc_id] = entities
     return predictions
 
 
-def score_folders(gold_dir: str | Path, pred_dir: str | Path, types: list[str] | None = None) -> Report:
-    gold = read_corpus(gold_dir)
-    predicted = read_predictions(pred_dir, gold)
+def score_folders(
+    gold_dir: str | Path,
+    pred_dir: str | Path,
+    types: list[str] | None = None,
+    skipped: list[Problem] | None = None,
+) -> Report:
+    """Score ``pred_dir`` against ``gold_dir``; with a ``skipped`` list, invalid annotations (gold and predicted)
+    are left out and appended to it instead of raising."""
+    gold = read_corpus(gold_dir, skip_invalid=skipped is not None)
+    if skipped is not None:
+        skipped.extend(gold.invalid)
+    predicted = read_predictions(pred_dir, gold, skipped)
     return score({doc.id: doc.entities for doc in gold.documents}, predicted, types)
 
 
@@ -56,13 +77,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pred", required=True, help="predicted .ann files, same relative paths as gold")
     parser.add_argument("--types", help="comma-separated types to score (default: all found)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--skip_invalid", action="store_true", help="score without invalid annotations, listing them")
     args = parser.parse_args(argv)
     types = args.types.split(",") if args.types else None
+    skipped: list[Problem] | None = [] if args.skip_invalid else None
     try:
-        result = score_folders(args.gold, args.pred, types).to_dict()
+        result = score_folders(args.gold, args.pred, types, skipped).to_dict()
     except BratError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if skipped:
+        print(f"skipped {len(skipped)} invalid annotation(s):\n  " + "\n  ".join(map(str, skipped)), file=sys.stderr)
+        result["skipped"] = [str(problem) for problem in skipped]
     if args.json:
         print(json.dumps(result, indent=2))
         return 0

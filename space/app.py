@@ -4,10 +4,10 @@ Run it with a bundle folder or a Hub repo id::
 
     python space/app.py --model runs/tiny/model         # or: MODEL_ID=user/repo python space/app.py
 
-``--model`` wins over ``MODEL_ID``. The server honours gradio's own ``GRADIO_SERVER_NAME`` and
-``GRADIO_SERVER_PORT``. With this project installed the pipeline runs the installed code
-(``hf_pipeline.load_pipeline``); on a Hugging Face Space it comes from the model repo
-(``trust_remote_code=True``).
+``--model`` wins over ``MODEL_ID``; ``QUANTIZE=int8`` runs the model with dynamic int8 quantization (CPU). The
+server honours gradio's own ``GRADIO_SERVER_NAME`` and ``GRADIO_SERVER_PORT``. With this project installed the
+pipeline runs the installed code (``hf_pipeline.load_pipeline``); on a Hugging Face Space it comes from the model
+repo (``trust_remote_code=True``).
 
 The page shows every entity at once (nested and overlapping spans as stacked bars under the text, one row per
 layer), one highlighted view per layer, a table, and JSON / brat ``.ann`` downloads. ``POST /analyze``
@@ -139,14 +139,20 @@ def load_examples(corpus: Path = SAMPLE_CORPUS, limit: int = N_EXAMPLES) -> list
 
 
 def load_ner(model: str) -> Callable[[str], list[dict[str, Any]]]:
-    """Build the pipeline once: the installed project code if present, else the bundle's own remote code."""
+    """Build the pipeline once: the installed project code if present, else the bundle's own remote code.
+
+    ``QUANTIZE=int8`` in the environment (a Space variable) runs it with dynamic int8 quantization on CPU.
+    """
+    quantize = os.environ.get("QUANTIZE") or None
+    if quantize not in (None, "int8"):
+        raise SystemExit(f"QUANTIZE={quantize!r}: set it to int8, or leave it unset for full precision.")
     try:
         import hf_pipeline
     except ImportError:
         from transformers import pipeline
 
-        return pipeline("radiology-ner", model=model, trust_remote_code=True)
-    return hf_pipeline.load_pipeline(model)
+        return pipeline("radiology-ner", model=model, trust_remote_code=True, quantize=quantize)
+    return hf_pipeline.load_pipeline(model, quantize=quantize)
 
 
 def type_colors(types: Sequence[str]) -> dict[str, str]:
@@ -161,7 +167,8 @@ def type_colors(types: Sequence[str]) -> dict[str, str]:
 def model_types(ner: Any) -> list[str]:
     """Entity types the model can predict (from its ``B-``/``I-`` labels), SpRadIE types when unknown."""
     id2label = getattr(getattr(getattr(ner, "model", None), "config", None), "id2label", None) or {}
-    types = [label[2:] for _, label in sorted(id2label.items()) if label[:2] in ("B-", "I-")]
+    labels = getattr(ner, "labels", None) or [label for _, label in sorted(id2label.items())]  # shared: per layer
+    types = [label[2:] for label in labels if label[:2] in ("B-", "I-")]
     return list(dict.fromkeys(types)) or list(TYPE_COLORS)
 
 

@@ -40,7 +40,27 @@ def make_bundle(folder: Path, max_position_embeddings: int = 64, seed: int = 0, 
     return hf_pipeline.save_bundle(models, tokenizer, folder, layers=layers)
 
 
+def make_shared_bundle(folder: Path, max_position_embeddings: int = 64, seed: int = 0) -> Path:
+    """A shared-encoder bundle: one tiny random BERT whose classifier has a block of labels per layer."""
+    from transformers import BertForTokenClassification
+
+    from hf_pipeline.bundle import make_shared_config
+
+    torch.manual_seed(seed)
+    tokenizer = train_wordpiece(sample_texts(), vocab_size=400, model_max_length=max_position_embeddings)
+    labels = label_names(SPRADIE_TYPES)
+    config = build_tiny_model(tokenizer, labels, max_position_embeddings, hidden_size=32).config
+    make_shared_config(config, labels, [1, 2, 3])
+    return hf_pipeline.save_bundle([BertForTokenClassification(config)], tokenizer, folder)
+
+
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A complete three-layer bundle folder (random weights: for mechanics, not quality)."""
     return make_bundle(tmp_path_factory.mktemp("bundle") / "tiny-radiology-ner")
+
+
+@pytest.fixture(scope="session")
+def shared_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny shared-encoder bundle (random weights)."""
+    return make_shared_bundle(tmp_path_factory.mktemp("shared") / "tiny-shared-ner")

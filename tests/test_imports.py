@@ -10,7 +10,7 @@ import pytest
 
 from .conftest import REPO
 
-HEAVY = ("torch", "transformers")
+HEAVY = ("torch", "transformers", "datasets")
 REGISTERED = (
     "\nfrom transformers.pipelines import PIPELINE_REGISTRY"
     "\nfrom hf_pipeline.radiology_ner import RadiologyNerPipeline"
@@ -37,12 +37,7 @@ def test_import_hf_pipeline_imports_neither_torch_nor_transformers():
     assert imported_heavy("import hf_pipeline, hf_pipeline.scoring, hf_pipeline.hub") == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hf_dataset/__init__ imports the builder (datasets) and hf_dataset.layers imports word_spans from "
-    "hf_pipeline.radiology_ner, which imports torch and transformers at module level",
-)
-def test_scorer_cli_help_imports_neither_torch_nor_transformers():
+def test_scorer_cli_help_imports_neither_torch_nor_transformers_nor_datasets():
     assert (
         imported_heavy(
             "import sys; sys.argv = ['score', '--help']\ntry:\n    import runpy; "

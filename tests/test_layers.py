@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from hf_dataset.brat import Entity
 from hf_dataset.layers import WordIndex, decode, encode, is_misaligned, label_names, word_ranges
-from hf_pipeline.radiology_ner import decode_bio, word_spans
+from hf_pipeline.words import decode_bio, word_spans
 
 TYPES = ["Finding", "Anatomical_Entity", "Degree", "Abbreviation"]
 WORDS = ["Leve", "dilatación", "de", "la", "pelvis", "renal", "del", "RD", ",", "sin", "quiste", "."]

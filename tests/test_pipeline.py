@@ -19,7 +19,7 @@ from transformers.pipelines.pt_utils import KeyDataset
 import hf_pipeline
 from hf_dataset import SAMPLE_CORPUS, SPRADIE_TYPES, label_names, read_corpus
 from hf_pipeline.predict import main as predict_main
-from hf_pipeline.radiology_ner import decode_bio, word_spans
+from hf_pipeline.words import decode_bio, word_spans
 from train import build_tiny_model, train_wordpiece
 
 from .conftest import make_bundle
@@ -64,15 +64,25 @@ def test_bundle_layout(tiny_bundle):
         }
 
 
-def test_traveling_module_imports_only_allowed_packages():
+def imported_packages(path: Path) -> tuple[set[str], set[str]]:
+    """The top-level packages a module imports, and the sibling modules it imports relatively."""
     import ast
 
-    tree = ast.parse((Path(hf_pipeline.__file__).parent / "radiology_ner.py").read_text())
-    imported = {n.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for n in node.names}
-    imported |= {
-        node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
-    }
-    assert imported <= {"torch", "transformers", "numpy", "__future__"} | set(sys.stdlib_module_names)
+    tree = ast.parse(path.read_text())
+    imports = [node for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))]
+    absolute = {n.name.split(".")[0] for node in imports if isinstance(node, ast.Import) for n in node.names}
+    absolute |= {node.module.split(".")[0] for node in imports if isinstance(node, ast.ImportFrom) and not node.level}
+    relative = {node.module for node in imports if isinstance(node, ast.ImportFrom) and node.level}
+    return absolute, relative
+
+
+def test_traveling_modules_import_only_allowed_packages(tiny_bundle):
+    folder = Path(hf_pipeline.__file__).parent
+    absolute, relative = imported_packages(folder / "radiology_ner.py")
+    assert absolute <= {"torch", "transformers", "numpy", "__future__"} | set(sys.stdlib_module_names)
+    assert relative == {"words"} and (tiny_bundle / "words.py").is_file()
+    absolute, relative = imported_packages(folder / "words.py")
+    assert absolute <= {"__future__"} | set(sys.stdlib_module_names) and not relative  # no torch: instant import
 
 
 def test_fresh_process_loads_folder_with_trust_remote_code(tiny_bundle, tmp_path):
@@ -234,11 +244,14 @@ def test_batch_list_generator_and_single_calls_agree(tiny_bundle):
     single = [ner(text) for text in texts]
     key_dataset = KeyDataset(datasets.Dataset.from_dict({"text": texts}), "text")
     for batched in (ner(texts, batch_size=4), list(ner((t for t in texts), batch_size=3)), list(ner(key_dataset))):
-        assert [[without_score(e) for e in doc] for doc in batched] == [
-            [without_score(e) for e in doc] for doc in single
-        ]
-        scores = [e["score"] for doc in batched for e in doc]
-        assert scores == pytest.approx([e["score"] for doc in single for e in doc], abs=1e-5)  # padding noise
+        assert_same_entities(batched, single)
+
+
+def assert_same_entities(results: list[list[dict]], expected: list[list[dict]]) -> None:
+    """The same entities in the same order, scores equal up to padding noise."""
+    assert [[without_score(e) for e in doc] for doc in results] == [[without_score(e) for e in doc] for doc in expected]
+    scores = [e["score"] for doc in results for e in doc]
+    assert scores == pytest.approx([e["score"] for doc in expected for e in doc], abs=1e-5)
 
 
 def without_score(entity: dict) -> dict:
@@ -316,3 +329,90 @@ def test_predict_cli_brat_jsonl_and_rerun(tiny_bundle, tmp_path, capsys):
         == 2
     )
     assert "in.jsonl:1: expected a JSON object" in capsys.readouterr().err
+
+
+def test_inputs_of_every_shape_and_clear_errors(tiny_bundle):
+    ner = hf_pipeline.load_pipeline(tiny_bundle)
+    assert ner._batch_size == 32  # windows are batched without tuning
+    texts = ["RD leve.", REPORT * 20, "", REPORT]
+    expected = [ner(text) for text in texts]
+    assert ner([]) == [] and ner(()) == []
+    for results in (ner(tuple(texts)), ner(texts), list(ner(iter(texts))), list(ner(map(str, texts)))):
+        assert_same_entities(results, expected)  # lists run shortest first and come back in input order
+    with pytest.raises(TypeError, match="unexpected arguments: aggregation_strategy"):
+        ner(REPORT, aggregation_strategy="simple")
+    with pytest.raises(ValueError, match=r"lone surrogate \(U\+D800\) at character 4"):
+        ner("Leve\ud800 quiste")
+    with pytest.raises(ValueError, match="stride=500 must be smaller than the window"):
+        ner(REPORT * 40, stride=500)
+
+
+def test_default_stride_costs_at_most_a_quarter_more_and_reads_every_word(tiny_bundle):
+    from hf_pipeline.words import default_stride, window_starts
+
+    for window in (30, 126, 254, 510):
+        starts = window_starts(100_000, window)
+        assert len(starts) * window <= 1.25 * 100_000 + window  # the encoder reads each token at most 1.25 times
+        assert all(b - a == window - default_stride(window) for a, b in zip(starts, starts[1:-1]))
+    ner = hf_pipeline.load_pipeline(tiny_bundle)
+    text = REPORT * 60
+    half, default = ner(text, stride=(ner.default_window - 2) // 2), ner(text)
+    assert_well_formed(text, default)
+    assert len(default) > 100 and len(half) > 100  # the overlap's effect is measured by benchmarks/agreement.py
+
+
+def test_int8_quantization_is_opt_in_and_close_to_full_precision(tiny_bundle):
+    full = hf_pipeline.load_pipeline(tiny_bundle)
+    int8 = hf_pipeline.load_pipeline(tiny_bundle, quantize="int8")
+    for model in int8.layer_models:  # every Linear of every layer model is replaced
+        assert not [m for m in model.modules() if type(m) is torch.nn.Linear]
+        assert any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in model.modules())
+    texts = [doc.text for doc in read_corpus(SAMPLE_CORPUS / "test").documents]
+    ours, theirs = int8(texts), full(texts)
+    same = sum(
+        len({json.dumps(without_score(e)) for e in a} & {json.dumps(without_score(e)) for e in b})
+        for a, b in zip(ours, theirs)
+    )
+    assert same >= 0.95 * sum(map(len, theirs)) > 0  # random weights; a trained bundle: benchmarks/agreement.py
+    with pytest.raises(ValueError, match="choose one of"):
+        hf_pipeline.load_pipeline(tiny_bundle, quantize="int4")
+
+
+def test_shared_bundle_predicts_exactly_what_its_sliced_heads_predict(shared_bundle, tmp_path):
+    from hf_pipeline.bundle import split_shared
+
+    shared = hf_pipeline.load_pipeline(shared_bundle)
+    assert shared.architecture == "shared" and len(shared.layer_models) == 1 and shared.layer_numbers == [1, 2, 3]
+    assert not (shared_bundle / "layer_2").exists() and (shared_bundle / "words.py").is_file()
+    sliced = hf_pipeline.save_bundle(split_shared(shared.model), shared.tokenizer, tmp_path / "sliced")
+    per_layer = hf_pipeline.load_pipeline(sliced)
+    assert per_layer.architecture == "per_layer" and len(per_layer.layer_models) == 3
+    texts = [doc.text for doc in read_corpus(SAMPLE_CORPUS / "test").documents]
+    expected = per_layer(texts)
+    assert {e["layer"] for doc in expected for e in doc} == {1, 2, 3}
+    assert_same_entities(shared(texts), expected)
+
+
+def test_shared_bundle_loads_in_a_fresh_process_and_predicts(shared_bundle, tmp_path, capsys):
+    code = (
+        "import json\nfrom transformers import pipeline\n"
+        f"ner = pipeline('radiology-ner', model={str(shared_bundle)!r}, trust_remote_code=True)\n"
+        f"print(json.dumps(ner({REPORT!r})))"
+    )
+    fresh = json.loads(run_fresh(code, tmp_path).strip().splitlines()[-1])
+    local = hf_pipeline.load_pipeline(shared_bundle)(REPORT)
+    assert_same_entities([fresh], [json.loads(json.dumps(local))])
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    (folder / "r1.txt").write_text(REPORT, encoding="utf-8")
+    assert predict_main(["--model", str(shared_bundle), "--input", str(folder), "--output", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "r1.ann").read_text(encoding="utf-8").count("\n") == len(local)
+
+
+def test_inconsistent_shared_bundle_is_refused(shared_bundle, tmp_path):
+    broken = shutil.copytree(shared_bundle, tmp_path / "broken")
+    config = json.loads((broken / "config.json").read_text())
+    config["ner_layers"] = [1, 2]
+    (broken / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="so its classifier needs 42 outputs, but it has 63"):
+        hf_pipeline.load_pipeline(broken)

@@ -75,6 +75,16 @@ def test_model_dry_run_prints_the_plan(model_dir, capsys):
     assert "layer_2/model.safetensors" in out and "radiology_ner.py" in out
 
 
+def test_shared_bundle_dry_run_and_its_missing_module(shared_bundle, tmp_path, capsys):
+    folder = shutil.copytree(shared_bundle, tmp_path / "shared")
+    assert main(["model", "--model_dir", str(folder), "--repo_id", "org/shared", "--dry_run"]) == 0
+    out = capsys.readouterr().out
+    assert "words.py" in out and "radiology_ner.py" in out and "layer_2" not in out
+    (folder / "words.py").unlink()
+    assert main(["model", "--model_dir", str(folder), "--repo_id", "org/shared", "--dry_run"]) != 0
+    assert "words.py is missing: radiology_ner.py imports it" in capsys.readouterr().err
+
+
 def test_model_dry_run_private_branch_and_ignored_files(model_dir, capsys):
     (model_dir / "__pycache__").mkdir()
     (model_dir / "__pycache__" / "radiology_ner.cpython-311.pyc").write_bytes(b"\0")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
 import subprocess
 import sys
 
@@ -135,6 +136,27 @@ def test_cli_rejects_prediction_for_unknown_document(tmp_path, capsys):
     (tmp_path / "not_a_report.ann").write_text("", encoding="utf-8")
     assert score_main(["--gold", str(SAMPLE_CORPUS / "test"), "--pred", str(tmp_path)]) == 2
     assert "have no gold document" in capsys.readouterr().err
+
+
+def test_cli_skip_invalid_scores_without_bad_annotations_and_lists_them(tmp_path, capsys):
+    gold_dir = shutil.copytree(SAMPLE_CORPUS / "test", tmp_path / "gold")
+    first = sorted(gold_dir.glob("*.ann"))[0]
+    with first.open("a", encoding="utf-8") as ann:
+        ann.write("T900\tFinding 0 99999\tnot in the text\n")  # offsets beyond the text, on the last line
+    pred_dir = tmp_path / "pred"
+    pred_dir.mkdir()
+    for doc in read_corpus(SAMPLE_CORPUS / "test").documents:
+        write_ann(pred_dir / f"{doc.id}.ann", doc.text, doc.entities)
+    with (pred_dir / first.name).open("a", encoding="utf-8") as ann:
+        ann.write("T901\tFinding 5 3\tx\n")
+    assert score_main(["--gold", str(gold_dir), "--pred", str(pred_dir)]) == 2
+    assert "--skip_invalid" in capsys.readouterr().err
+    assert score_main(["--gold", str(gold_dir), "--pred", str(pred_dir), "--json", "--skip_invalid"]) == 0
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    assert len(result["skipped"]) == 2 and "skipped 2 invalid annotation(s)" in captured.err
+    assert "T900" in captured.err and "T901" in captured.err and first.name in captured.err
+    assert result["exact"]["f1"] == 1.0  # every valid annotation matches; the bad ones are out of both sides
 
 
 def test_evaluate_module_gives_the_same_figures():

@@ -18,8 +18,9 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 
 import hf_pipeline
+from hf_dataset import SPRADIE_TYPES
 from hf_dataset.brat import parse_ann
-from hf_pipeline.radiology_ner import word_spans
+from hf_pipeline.words import word_spans
 
 REPO = Path(__file__).resolve().parent.parent
 APP_PATH = REPO / "space" / "app.py"
@@ -286,6 +287,18 @@ def test_space_mode_without_the_project_code(tiny_bundle, ner, example_text, mon
     finally:
         demo.close()
     assert_same_entities(got, ner(example_text))
+
+
+def test_shared_bundle_with_int8_from_the_environment(shared_bundle, example_text, monkeypatch):
+    monkeypatch.setenv("QUANTIZE", "int8")
+    shared = app.load_ner(str(shared_bundle))
+    assert shared.architecture == "shared" and shared.quantization == "int8"
+    assert app.model_types(shared) == list(SPRADIE_TYPES)  # the per-layer labels, not the L1-/L2- block names
+    analysis = app.analyze(example_text, shared, colors=app.type_colors(app.model_types(shared)))
+    assert {e["layer"] for e in analysis.entities} == {1, 2, 3} and set(analysis.layers) == {1, 2, 3}
+    monkeypatch.setenv("QUANTIZE", "int4")
+    with pytest.raises(SystemExit, match="QUANTIZE='int4': set it to int8"):
+        app.load_ner(str(shared_bundle))
 
 
 # --- a real browser ---------------------------------------------------------------------------------------------

@@ -20,8 +20,8 @@ from transformers import EvalPrediction, TrainingArguments
 import hf_dataset
 from hf_dataset import SAMPLE_CORPUS
 from hf_dataset.card import export
-from hf_pipeline.radiology_ner import window_starts
 from hf_pipeline.score import score_folders
+from hf_pipeline.words import window_starts
 from train import (
     TINY_PRESET,
     DataArguments,

@@ -1,0 +1,138 @@
+"""Words, windows and BIO decoding: the pure-Python half of the radiology-ner pipeline (no torch, no transformers).
+
+It travels with every model bundle next to ``radiology_ner.py``, which imports it, and it is the one home of the
+word tokenizer and the BIO decoder that the dataset builder, the trainer and the scorer's tools share, so training
+data and predictions share the same words. Importing it is instant.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+# Combining marks (accents typed as a separate code point) stay inside the word they modify.
+# A byte order mark is not a token (brat counts it as character 0 of a file).
+_MARKS = (
+    "\u0300-\u036f\u0483-\u0489\u0591-\u05bd\u0610-\u061a\u064b-\u065f"
+    "\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f"
+)
+# Letters and digits are separate words ("5mm" -> "5", "mm"): fewer gold boundaries fall inside a word.
+_WORD_RE = re.compile(rf"(?:[^\W\d_]|[{_MARKS}])+|(?:\d|[{_MARKS}])+|[^\s{_MARKS}\ufeff]")
+# Tokens shared by consecutive windows by default: every word is read with at least half of it (32 tokens) of
+# context on each side, except at the ends of the text; capped at a fifth of the window so that a long text costs
+# at most 1.25x the encoder work of one pass over its tokens.
+DEFAULT_STRIDE = 64
+
+
+def word_spans(text: str) -> list[tuple[int, int]]:
+    """Split ``text`` into words and single punctuation marks, as end-exclusive character spans.
+
+    A word is a run of letters (any script) or a run of decimal digits, with their combining marks; a letter
+    glued to a digit starts a new word. Every other non-space character is a token of its own. Underscores
+    count as punctuation.
+
+    >>> text = "Quiste de 3,5mm en T12."
+    >>> [text[s:e] for s, e in word_spans(text)]
+    ['Quiste', 'de', '3', ',', '5', 'mm', 'en', 'T', '12', '.']
+    """
+    return [match.span() for match in _WORD_RE.finditer(text)]
+
+
+@dataclass(frozen=True)
+class Span:
+    """A decoded entity in word indices: words ``first`` to ``last`` inclusive."""
+
+    type: str
+    first: int
+    last: int
+
+
+def decode_bio(tags: Sequence[str]) -> list[Span]:
+    """Decode one layer of IOB2 tags into entities.
+
+    ``B-T`` starts an entity; ``I-T`` continues it only right after ``B-T``/``I-T`` of the same type;
+    an ``I-T`` after ``O`` or another type starts a new entity (lenient repair).
+
+    >>> decode_bio(["B-Finding", "I-Finding", "O", "I-Degree", "B-Measure", "I-Degree"])
+    [Span(type='Finding', first=0, last=1), Span(type='Degree', first=3, last=3), \
+Span(type='Measure', first=4, last=4), Span(type='Degree', first=5, last=5)]
+    """
+    spans: list[Span] = []
+    current: Span | None = None
+    for index, tag in enumerate(tags):
+        prefix, _, label = tag.partition("-")
+        if prefix == "I" and current is not None and current.type == label and current.last == index - 1:
+            current = Span(label, current.first, index)
+            spans[-1] = current
+        elif prefix in ("B", "I"):
+            current = Span(label, index, index)
+            spans.append(current)
+        else:
+            current = None
+    return spans
+
+
+def default_stride(window: int) -> int:
+    """The default overlap of consecutive windows: ``DEFAULT_STRIDE`` tokens, at most a fifth of the window.
+
+    >>> default_stride(510), default_stride(126)
+    (64, 25)
+    """
+    return min(DEFAULT_STRIDE, window // 5)
+
+
+def window_starts(num_tokens: int, window: int, overlap: int | None = None) -> list[int]:
+    """Start positions of windows of ``window`` tokens covering ``num_tokens``, consecutive ones sharing
+    ``overlap`` tokens (default: :func:`default_stride`); the last window ends at the last token.
+
+    >>> window_starts(10, 4, overlap=2)
+    [0, 2, 4, 6]
+    >>> window_starts(3, 4)
+    [0]
+    >>> window_starts(10, 4, overlap=1)
+    [0, 3, 6]
+    """
+    if num_tokens <= window:
+        return [0]
+    step = max(1, window - (default_stride(window) if overlap is None else overlap))
+    starts = list(range(0, num_tokens - window, step))
+    return starts + [num_tokens - window]
+
+
+def locate_words(
+    word_ids: Sequence[int | None], starts: Sequence[int], window: int, offset: int
+) -> tuple[list[int], list[tuple[int, int]]]:
+    """The words that have a subword, and for each the (window index, position in that window) of its first
+    subword in the window where it is farthest from an edge; ``offset`` counts the tokens put before each window.
+
+    >>> locate_words([0, 0, 1, 2, 2, 3], [0, 2], 4, offset=1)
+    ([0, 1, 2, 3], [(0, 1), (0, 3), (1, 2), (1, 4)])
+    """
+    first_token = _first_token_of_each_word(word_ids)
+    words = sorted(first_token)
+    located = []
+    for word in words:
+        chosen = best_window(first_token[word], starts, window)
+        located.append((chosen, offset + first_token[word] - starts[chosen]))
+    return words, located
+
+
+def best_window(position: int, starts: Sequence[int], window: int) -> int:
+    """Index of the window in which ``position`` is farthest from an edge (earliest on ties).
+
+    >>> best_window(5, [0, 2, 4, 6], 4)  # windows 0-3, 2-5, 4-7, 6-9: in 4-7 it has a token on each side
+    2
+    """
+    first, last = bisect.bisect_left(starts, position - window + 1), bisect.bisect_right(starts, position)
+    return max(range(first, last), key=lambda i: min(position - starts[i], starts[i] + window - 1 - position))
+
+
+def _first_token_of_each_word(word_ids: Sequence[int | None]) -> dict[int, int]:
+    """Position of the first subword of every word that has one (some words tokenize to nothing)."""
+    first: dict[int, int] = {}
+    for position, word in enumerate(word_ids):
+        if word is not None and word not in first:
+            first[word] = position
+    return first
