@@ -354,10 +354,13 @@ def layered_loss(outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = N
 # -------------------------------------------------------------------------------------------- models
 
 
-def train_wordpiece(texts: list[str], vocab_size: int = 4000, model_max_length: int = 128) -> BertTokenizerFast:
-    """A cased, accent-keeping WordPiece tokenizer trained on ``texts`` (the tiny preset's tokenizer)."""
+def train_wordpiece(
+    texts: list[str], vocab_size: int = 4000, model_max_length: int = 128, uncased: bool = False
+) -> BertTokenizerFast:
+    """A WordPiece tokenizer trained on ``texts`` (the tiny preset's: cased and accent-keeping; ``uncased``
+    lowercases and strips accents, as all-MiniLM-L6-v2 or bert-base-uncased do)."""
     tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=False, strip_accents=False)
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=uncased, strip_accents=uncased)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer.decoder = decoders.WordPiece()
     tokenizer.train_from_iterator(
@@ -367,7 +370,7 @@ def train_wordpiece(texts: list[str], vocab_size: int = 4000, model_max_length: 
         ("[SEP]", tokenizer.token_to_id("[SEP]")), ("[CLS]", tokenizer.token_to_id("[CLS]"))
     )
     return BertTokenizerFast(
-        tokenizer_object=tokenizer, do_lower_case=False, strip_accents=False, model_max_length=model_max_length
+        tokenizer_object=tokenizer, do_lower_case=uncased, strip_accents=uncased, model_max_length=model_max_length
     )
 
 

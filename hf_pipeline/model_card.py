@@ -208,7 +208,7 @@ ner = pipeline("radiology-ner", model="{model}", revision="<commit sha>", trust_
 ner("{EXAMPLE}")
 ```
 
-`trust_remote_code=True` runs this repo's `radiology_ner.py` on your machine: read it first, and pin
+`trust_remote_code=True` runs this repo's `radiology_ner.py` and `words.py` on your machine: read them first, and pin
 `revision` to the commit you read so that later pushes cannot change the code you run.
 
 With the project installed, no remote code is needed (this also works on a local bundle folder):
@@ -221,7 +221,8 @@ ner = hf_pipeline.load_pipeline("path/to/bundle")
 
 Output, per text: a list of dicts with keys `entity_group` (type), `score` (mean word probability), `word`
 (the entity text), `start`, `end` (end-exclusive character offsets: `text[start:end] == word`) and `layer`,
-sorted by (start, -end, layer). Long texts are split into overlapping windows; nothing is truncated.
+sorted by (start, -end, layer). Long texts are split into overlapping windows; nothing is truncated. Pass a
+list (or any iterator) to batch texts; `quantize="int8"` runs the model with dynamic int8 quantization on CPU.
 """
 
 

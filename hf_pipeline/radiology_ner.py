@@ -86,7 +86,8 @@ class RadiologyNerPipeline(ChunkPipeline):
             self._quantize(quantize)
 
     def _quantize(self, quantize: str) -> None:
-        """Dynamic int8 quantization of every Linear layer (weights int8, activations quantized on the fly)."""
+        """Dynamic int8 quantization of every Linear layer: weights int8 per output channel (closer to fp32 than one
+        scale per tensor: 83% vs 75% identical entities on the quality benchmark), activations quantized on the fly."""
         if quantize not in QUANTIZATIONS:
             raise ValueError(f"quantize={quantize!r}: choose one of {QUANTIZATIONS}, or None for full precision.")
         if self.device.type != "cpu":
@@ -94,7 +95,9 @@ class RadiologyNerPipeline(ChunkPipeline):
         with warnings.catch_warnings():  # torch.ao's dynamic quantization is deprecated in favour of torchao
             warnings.simplefilter("ignore")
             for model in self.layer_models:
-                torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+                torch.ao.quantization.quantize_dynamic(
+                    model, {torch.nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig}, inplace=True
+                )
 
     def _check_shared_layout(self) -> None:
         """A shared bundle's classifier must have one block of ``len(ner_labels)`` outputs per layer."""

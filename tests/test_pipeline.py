@@ -22,7 +22,7 @@ from hf_pipeline.predict import main as predict_main
 from hf_pipeline.words import decode_bio, word_spans
 from train import build_tiny_model, train_wordpiece
 
-from .conftest import make_bundle
+from .conftest import make_bundle, sample_texts
 
 REPORT = "Leve dilatación de la pelvis renal del RD, sin quiste. Control en 3 meses."
 
@@ -161,6 +161,21 @@ def test_offsets_on_hard_inputs(tiny_bundle, name):
     assert_well_formed(text, entities)
     if not text.strip():
         assert entities == []
+
+
+def test_an_uncased_tokenizer_keeps_exact_offsets(tmp_path):
+    """Lowercasing and accent stripping (all-MiniLM-L6-v2, bert-base-uncased) change the tokens, never the offsets:
+    words come from the original text and the tokenizer only maps each word to ids."""
+    tokenizer = train_wordpiece(sample_texts(), vocab_size=300, model_max_length=64, uncased=True)
+    assert tokenizer.tokenize("ÉCOGRAFÍA Riñón") == tokenizer.tokenize("ecografia rinon")
+    labels = label_names(SPRADIE_TYPES)
+    torch.manual_seed(0)
+    models = [build_tiny_model(tokenizer, labels, 64, hidden_size=32) for _ in range(3)]
+    ner = hf_pipeline.load_pipeline(hf_pipeline.save_bundle(models, tokenizer, tmp_path / "uncased"))
+    text = "ÉCOGRAFÍA RENAL: Riñón derecho de 10,5 cm, sin dilatación. " * 12 + HARD_TEXTS["combining"]
+    entities = ner(text)
+    assert len(entities) > 20 and max(e["end"] for e in entities) > len(text) - 60
+    assert_well_formed(text, entities)
 
 
 @pytest.mark.slow
