@@ -90,10 +90,10 @@ def split_corpus(corpus: Path, work: Path) -> Path:
     for split, stems in parts.items():
         for stem in stems:
             relative = stem.relative_to(corpus)
-            for suffix in (".txt", ".ann"):
-                destination = target / split / relative.with_suffix(suffix)
+            for suffix in (".txt", ".ann"):  # names may hold dots ("report.nubes.txt"): append, never replace
+                destination = target / split / f"{relative}{suffix}"
                 destination.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(stem.with_suffix(suffix), destination)
+                shutil.copyfile(f"{stem}{suffix}", destination)
     return target
 
 

@@ -282,7 +282,7 @@ def test_shared_architecture_trains_resumes_and_loads_in_a_fresh_process(tmp_pat
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     config = json.loads((out / "model" / "config.json").read_text())
-    assert config["ner_architecture"] == "shared" and config["num_labels"] == 3 * len(config["ner_labels"])
+    assert config["ner_architecture"] == "shared" and len(config["id2label"]) == 3 * len(config["ner_labels"])
     assert not (out / "model" / "layer_2").exists()
     results = json.loads((out / "eval_results.json").read_text())
     assert set(results["test"]["per_layer"]) == {"1", "2", "3"}
