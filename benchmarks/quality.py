@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "architecture": args.architecture,
         "seconds": round(time.perf_counter() - started, 1),
         "threads": torch.get_num_threads(),
-        "settings": {**SETTINGS, **dict(zip(args.train_args[::2], args.train_args[1::2]))},
+        "settings": {**SETTINGS, **{k.lstrip("-"): v for k, v in zip(args.train_args[::2], args.train_args[1::2])}},
         "results": results,
     }
     (args.output / "quality.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
