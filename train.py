@@ -473,10 +473,7 @@ def entity_metrics(
     bundle is judged by, unlike token-level seqeval. Per-layer figures are ``layer_<k>_exact_f1``.
     """
     types = entity_types(labels)
-    gold = {
-        layer: {row["id"]: [_entity(e) for e in row["entities"] if e["layer"] == layer] for row in split}
-        for layer in layers
-    }
+    gold = {layer: layer_gold(split, layer) for layer in layers}
 
     def compute(prediction: EvalPrediction) -> dict[str, float]:
         predicted_ids = prediction.predictions  # [window, token, layer], argmax of each layer's logits
@@ -615,6 +612,11 @@ def _entity(entity: dict[str, Any]) -> Entity:
     return Entity(entity["type"], tuple(map(tuple, entity["fragments"])), entity["id"], entity["text"])
 
 
+def layer_gold(split: datasets.Dataset, layer: int) -> dict[str, list[Entity]]:
+    """Per report, the gold entities the dataset encoded in ``layer``."""
+    return {row["id"]: [_entity(e) for e in row["entities"] if e["layer"] == layer] for row in split}
+
+
 # -------------------------------------------------------------------------------------------- evaluation
 
 
@@ -638,9 +640,9 @@ def per_layer_scores(
     """Each layer's predictions scored against the gold entities the dataset encoded in that layer."""
     figures = {}
     for layer in layers:
-        gold = {row["id"]: [_entity(e) for e in row["entities"] if e["layer"] == layer] for row in split}
+        gold = layer_gold(split, layer)
         predicted = {
-            row["id"]: [Entity(e["entity_group"], ((e["start"], e["end"]),)) for e in entities if e["layer"] == layer]
+            row["id"]: [Entity.from_prediction(e) for e in entities if e["layer"] == layer]
             for row, entities in zip(split, outputs)
         }
         report = score(gold, predicted, types).to_dict()
@@ -658,7 +660,7 @@ def evaluate_bundle(bundle: Path, dataset: datasets.DatasetDict, out: Path, batc
         predicted = {}
         outputs = recognizer(list(split["text"]), batch_size=batch_size)
         for row, entities in zip(split, outputs):
-            predicted[row["id"]] = [Entity(e["entity_group"], ((e["start"], e["end"]),)) for e in entities]
+            predicted[row["id"]] = [Entity.from_prediction(e) for e in entities]
             path = folder / f"{row['id']}.ann"
             path.parent.mkdir(parents=True, exist_ok=True)
             write_ann(path, row["text"], predicted[row["id"]])

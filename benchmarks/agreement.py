@@ -58,10 +58,7 @@ def main(argv: list[str] | None = None) -> None:
         started = time.perf_counter()
         outputs = ner(texts, **options)
         seconds = time.perf_counter() - started
-        predicted = {
-            doc.id: [Entity(e["entity_group"], ((e["start"], e["end"]),)) for e in entities]
-            for doc, entities in zip(documents, outputs)
-        }
+        predicted = {doc.id: [Entity.from_prediction(e) for e in entities] for doc, entities in zip(documents, outputs)}
         report = score(gold, predicted).to_dict()
         found = [keys(entities) for entities in outputs]
         reference = reference or found

@@ -26,6 +26,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 Fragment = tuple[int, int]
 
@@ -62,6 +63,11 @@ class Entity:
     @property
     def end(self) -> int:
         return max(end for _, end in self.fragments)
+
+    @classmethod
+    def from_prediction(cls, entity: Mapping[str, Any]) -> Entity:
+        """The entity of one radiology-ner pipeline output dict (``entity_group``, ``start``, ``end``)."""
+        return cls(entity["entity_group"], ((entity["start"], entity["end"]),))
 
 
 @dataclass

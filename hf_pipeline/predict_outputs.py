@@ -137,7 +137,7 @@ class BratWriter(Writer):
     def add(self, row: Row, entities: list[dict[str, Any]]) -> None:
         path = self._path(row.id)
         path.parent.mkdir(parents=True, exist_ok=True)
-        spans = [Entity(e["entity_group"], ((e["start"], e["end"]),)) for e in entities]
+        spans = [Entity.from_prediction(e) for e in entities]
         write_atomic(path, lambda temp: write_ann(temp, row.text, spans))
 
 

@@ -362,7 +362,7 @@ def _brat_writer() -> Callable[[Path, str, Sequence[dict[str, Any]]], None]:
         return write_ann_inline
 
     def write(path: Path, text: str, entities: Sequence[dict[str, Any]]) -> None:
-        write_ann(path, text, [Entity(e["entity_group"], ((e["start"], e["end"]),)) for e in entities])
+        write_ann(path, text, [Entity.from_prediction(e) for e in entities])
 
     return write
 
