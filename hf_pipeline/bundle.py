@@ -33,6 +33,7 @@ from hf_pipeline.radiology_ner import (
     LAYERS_CONFIG_KEY,
     WINDOW_KEY,
     RadiologyNerPipeline,
+    layer_labels,
 )
 
 TASK = "radiology-ner"
@@ -92,20 +93,12 @@ def save_bundle(
     if not (output_dir / "README.md").exists():
         write_model_card(
             output_dir,
-            labels=layer_labels(root_model),
+            labels=layer_labels(root_model.config),
             base_model=getattr(root_model.config, "_name_or_path", None) or None,
             dataset=None,
             architecture="shared" if shared else "per_layer",
         )
     return output_dir
-
-
-def layer_labels(model: PreTrainedModel) -> list[str]:
-    """The IOB2 label names one layer predicts (a shared model's ``ner_labels``, else its ``id2label``)."""
-    config = model.config
-    if getattr(config, ARCHITECTURE_KEY, None) == "shared":
-        return list(getattr(config, LABELS_KEY))
-    return [config.id2label[i] for i in sorted(config.id2label)]
 
 
 def make_shared_config(config: Any, labels: Sequence[str], layers: Sequence[int]) -> None:
@@ -128,7 +121,7 @@ def split_shared(model: PreTrainedModel) -> list[PreTrainedModel]:
     that predicts exactly what the shared bundle predicts (at three times the cost).
     """
     config = model.config
-    labels = layer_labels(model)
+    labels = layer_labels(model.config)
     copies = []
     for index in range(len(getattr(config, LAYERS_CONFIG_KEY))):
         layer_model = copy.deepcopy(model)

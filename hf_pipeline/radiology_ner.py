@@ -38,6 +38,13 @@ QUANTIZATIONS = ("int8",)
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 
+def layer_labels(config: Any) -> list[str]:
+    """The IOB2 label names one layer predicts: a shared model's ``ner_labels``, else the model's ``id2label``."""
+    if getattr(config, ARCHITECTURE_KEY, None) == "shared":
+        return list(getattr(config, LABELS_KEY, None) or [])
+    return [config.id2label[i] for i in range(config.num_labels)]
+
+
 class RadiologyNerPipeline(ChunkPipeline):
     """Overlapping named entities from a bundle of token classifiers, one per nesting layer.
 
@@ -64,18 +71,18 @@ class RadiologyNerPipeline(ChunkPipeline):
                 f"config.json[{ARCHITECTURE_KEY!r}] is {self.architecture!r}; expected one of {ARCHITECTURES}. "
                 "Save the bundle again with hf_pipeline.save_bundle."
             )
+        self.labels = layer_labels(config)
         if self.architecture == "shared":
             self.layer_models = [self.model]
             self.layer_numbers = list(getattr(config, LAYERS_CONFIG_KEY, None) or [1])
-            self.labels = list(getattr(config, LABELS_KEY, None) or [])
             self._check_shared_layout()
         else:
             if layer_models is None:
                 layer_models = self._load_other_layers(layer_revision)
             self.layer_models = [self.model, *layer_models]
             self.layer_numbers = list(getattr(config, LAYERS_CONFIG_KEY, None) or range(1, len(self.layer_models) + 1))
-            self.labels = [config.id2label[i] for i in range(config.num_labels)]
             self._check_layers_agree()
+        self._check_tokenizer_fits()
         for model in self.layer_models[1:]:
             model.to(self.device).eval()
         self.max_window = self._max_window()
@@ -109,9 +116,13 @@ class RadiologyNerPipeline(ChunkPipeline):
                 f"layer in config.json ({LAYERS_CONFIG_KEY!r}, {LABELS_KEY!r}), so its classifier needs {expected} "
                 f"outputs, but it has {config.num_labels}. Save the bundle again with hf_pipeline.save_bundle."
             )
-        if self.tokenizer is not None and len(self.tokenizer) > config.vocab_size:
+
+    def _check_tokenizer_fits(self) -> None:
+        """Every token id of the tokenizer must have an embedding (every layer shares layer 1's vocabulary)."""
+        vocab_size = self.model.config.vocab_size
+        if self.tokenizer is not None and len(self.tokenizer) > vocab_size:
             raise ValueError(
-                f"The tokenizer has {len(self.tokenizer)} tokens but the model only {config.vocab_size}: "
+                f"The tokenizer has {len(self.tokenizer)} tokens but the model only {vocab_size}: "
                 "this tokenizer does not belong to this bundle."
             )
 
@@ -168,11 +179,6 @@ class RadiologyNerPipeline(ChunkPipeline):
                     f"Layer {number} has labels {sorted(config.id2label.values())} but layer 1 has "
                     f"{sorted(root.id2label.values())}: every layer must use the dataset's one label set."
                 )
-        if len(self.tokenizer) > root.vocab_size:
-            raise ValueError(
-                f"The tokenizer has {len(self.tokenizer)} tokens but the models only {root.vocab_size}: "
-                "this tokenizer does not belong to this bundle."
-            )
 
     def _max_window(self) -> int:
         limits = [self.model.config.max_position_embeddings, self.tokenizer.model_max_length]
