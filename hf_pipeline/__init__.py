@@ -16,6 +16,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from hf_pipeline.lazy import lazy_attributes
+
 if TYPE_CHECKING:  # pragma: no cover
     from hf_pipeline.bundle import TASK, load_pipeline, save_bundle
     from hf_pipeline.radiology_ner import RadiologyNerPipeline
@@ -46,17 +48,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'hf_pipeline' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, __all__)
 
 
 def register_task() -> None:
