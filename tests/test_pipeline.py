@@ -85,13 +85,18 @@ def test_traveling_modules_import_only_allowed_packages(tiny_bundle):
     assert absolute <= {"__future__"} | set(sys.stdlib_module_names) and not relative  # no torch: instant import
 
 
-def test_fresh_process_loads_folder_with_trust_remote_code(tiny_bundle, tmp_path):
+def predict_in_fresh_process(bundle: Path, cwd: Path) -> list[dict]:
+    """REPORT's entities from ``pipeline("radiology-ner", trust_remote_code=True)`` in a process without the project."""
     code = (
-        "from transformers import pipeline\n"
-        f"ner = pipeline('radiology-ner', model={str(tiny_bundle)!r}, trust_remote_code=True)\n"
-        f"import json; print(json.dumps(ner({REPORT!r})))"
+        "import json\nfrom transformers import pipeline\n"
+        f"ner = pipeline('radiology-ner', model={str(bundle)!r}, trust_remote_code=True)\n"
+        f"print(json.dumps(ner({REPORT!r})))"
     )
-    remote = json.loads(run_fresh(code, tmp_path).strip().splitlines()[-1])
+    return json.loads(run_fresh(code, cwd).strip().splitlines()[-1])
+
+
+def test_fresh_process_loads_folder_with_trust_remote_code(tiny_bundle, tmp_path):
+    remote = predict_in_fresh_process(tiny_bundle, tmp_path)
     local = hf_pipeline.load_pipeline(tiny_bundle)(REPORT)
     assert [(e["entity_group"], e["start"], e["end"], e["layer"]) for e in remote] == [
         (e["entity_group"], e["start"], e["end"], e["layer"]) for e in local
@@ -409,12 +414,7 @@ def test_shared_bundle_predicts_exactly_what_its_sliced_heads_predict(shared_bun
 
 
 def test_shared_bundle_loads_in_a_fresh_process_and_predicts(shared_bundle, tmp_path, capsys):
-    code = (
-        "import json\nfrom transformers import pipeline\n"
-        f"ner = pipeline('radiology-ner', model={str(shared_bundle)!r}, trust_remote_code=True)\n"
-        f"print(json.dumps(ner({REPORT!r})))"
-    )
-    fresh = json.loads(run_fresh(code, tmp_path).strip().splitlines()[-1])
+    fresh = predict_in_fresh_process(shared_bundle, tmp_path)
     local = hf_pipeline.load_pipeline(shared_bundle)(REPORT)
     assert_same_entities([fresh], [json.loads(json.dumps(local))])
     folder = tmp_path / "reports"
