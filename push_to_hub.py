@@ -30,6 +30,17 @@ from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
 from hf_pipeline.hub import hub_unreachable, offline_variable
+from hf_pipeline.publish_files import (
+    EXPECTED_LARGE,
+    IGNORE_PATTERNS,
+    LARGE_FILE,
+    CheckFailed,
+    check_common,
+    check_sizes,
+    human_size,
+    matches,
+    upload_files,
+)
 
 try:  # the HTTP client of huggingface_hub: httpx2 from 2.x, httpx before
     from httpx2 import HTTPError as HubTransportError
@@ -40,39 +51,7 @@ except ImportError:  # pragma: no cover
     from httpx import Timeout as HubTimeout
     from httpx import TimeoutException as HubTimeoutError
 
-IGNORE_PATTERNS = [
-    ".git/*",
-    "*/.git/*",
-    "__pycache__/*",
-    "*/__pycache__/*",
-    "*.pyc",
-    "checkpoint-*/*",
-    "*/checkpoint-*/*",
-]
 TRAINING_DATA_PATTERNS = ["*.parquet", "*.arrow", "*.jsonl", "*.conll", "*.csv", "*.tsv", "*.ann"]
-# Names of files that hold credentials (matched on the file name) and paths (matched on the whole relative path).
-SECRET_FILE_PATTERNS = [".env", ".env.*", "*.pem", "*.key", "*.p12", "*.pfx", "id_rsa*", "id_dsa*", "id_ecdsa*"]
-SECRET_FILE_PATTERNS += ["id_ed25519*", ".netrc", ".pypirc", ".git-credentials", "kaggle.json"]
-SECRET_PATH_PATTERNS = [".aws/credentials", "*/.aws/credentials"]
-# What a credential looks like inside a file of any type (weights included), and what to do about it. Each pattern
-# starts with a literal so that the regex engine skims gigabytes of weights (about 2 s/GB for all four).
-SECRET_CONTENT = {
-    "a Hugging Face access token (hf_...)": (
-        re.compile(rb"hf_[A-Za-z0-9]{30,}"),
-        "revoke the token at https://huggingface.co/settings/tokens",
-    ),
-    "a private key (-----BEGIN ... PRIVATE KEY-----)": (
-        re.compile(rb"-----BEGIN [A-Z0-9 ]*PRIVATE KEY( BLOCK)?-----"),
-        "treat the key as leaked if it was ever shared",
-    ),
-    "an AWS access key id (AKIA...)": (re.compile(rb"A(?:KIA|SIA)[0-9A-Z]{16}"), "rotate the key in AWS IAM"),
-    "a GitHub token (ghp_..., github_pat_...)": (
-        re.compile(rb"gh(?:[pousr]_[A-Za-z0-9]{36}|ithub_pat_[A-Za-z0-9_]{40,})"),
-        "revoke it at https://github.com/settings/tokens",
-    ),
-}
-SCAN_CHUNK = 1 << 20
-SCAN_OVERLAP = 256  # longer than any pattern above, so a secret cut by a chunk boundary is still found
 TOKENIZER_FILES = ["tokenizer.json", "vocab.txt", "sentencepiece.bpe.model", "spiece.model"]
 NETWORK_TIMEOUT_S = 5
 DEFAULT_TIMEOUT_S = 120.0
@@ -97,10 +76,6 @@ VISIBILITY_REASONS = {
 }
 
 
-class CheckFailed(Exception):
-    """The folder is not ready to publish; the message names the file and the fix."""
-
-
 class HubUnavailable(Exception):
     """The Hub cannot be used right now (offline mode, no token, no network); the message says what to do."""
 
@@ -116,95 +91,7 @@ class Plan:
     private: bool
     revision: str | None = None
     space_variables: dict[str, str] = field(default_factory=dict)
-
-
-# ------------------------------------------------------------------------------------------------ files
-
-
-def upload_files(folder: Path) -> list[str]:
-    """Relative POSIX paths of the files ``upload_folder`` sends, with this script's ignore patterns applied."""
-    files = []
-    for path in sorted(folder.rglob("*")):
-        relative = path.relative_to(folder).as_posix()
-        if path.is_file() and not any(fnmatch.fnmatchcase(relative, pattern) for pattern in IGNORE_PATTERNS):
-            files.append(relative)
-    return files
-
-
-def matches(relative: str, patterns: list[str]) -> bool:
-    """Whether the file name (not the folder part) of ``relative`` matches one of ``patterns``."""
-    name = relative.rsplit("/", 1)[-1]
-    return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
-
-
-def human_size(size: int) -> str:
-    """
-    >>> human_size(512), human_size(2048), human_size(3 * 1024**3)
-    ('512 B', '2.0 KiB', '3.0 GiB')
-    """
-    if size < 1024:
-        return f"{size} B"
-    value = size / 1024
-    for unit in ("KiB", "MiB"):
-        if value < 1024:
-            return f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} GiB"
-
-
-# ----------------------------------------------------------------------------------------------- checks
-
-
-def check_common(folder: Path, files: list[str]) -> None:
-    """Checks for every repo type: a folder, no ``.git``, no link out of it, no secrets by name or content."""
-    if not folder.is_dir():
-        raise CheckFailed(f"{folder} is not a folder: pass the folder to upload.")
-    git = next(folder.rglob(".git"), None)
-    if git is not None:
-        raise CheckFailed(f"{git} is a git checkout: upload from a plain folder (copy the files out of the clone).")
-    check_links(folder)
-    secrets = [relative for relative in files if is_secret_file(relative)]
-    if secrets:
-        raise CheckFailed(f"{folder} holds secret files {secrets}: move them out of the folder before publishing.")
-    for relative in files:
-        found = secret_in(folder / relative)
-        if found:
-            kind, advice = found
-            raise CheckFailed(f"{folder / relative} contains what looks like {kind}: remove it, and {advice}.")
-
-
-def is_secret_file(relative: str) -> bool:
-    """
-    >>> [is_secret_file(name) for name in ("id_ed25519", "deploy.key", ".env.local", "x/.aws/credentials", "a.json")]
-    [True, True, True, True, False]
-    """
-    return matches(relative, SECRET_FILE_PATTERNS) or any(
-        fnmatch.fnmatchcase(relative, pattern) for pattern in SECRET_PATH_PATTERNS
-    )
-
-
-def check_links(folder: Path) -> None:
-    """Refuse a symbolic link that leads out of ``folder``: the upload would send the file it points to."""
-    root = folder.resolve()
-    for path in sorted(folder.rglob("*")):
-        if path.is_symlink() and not path.resolve().is_relative_to(root):
-            raise CheckFailed(
-                f"{path} is a link to {path.resolve()}, outside {folder}: the upload would send that file. "
-                "Copy what belongs in the repo into the folder, or delete the link."
-            )
-
-
-def secret_in(path: Path) -> tuple[str, str] | None:
-    """``(what, advice)`` for the first credential found in ``path`` (read in chunks, any file type), or ``None``."""
-    tail = b""
-    with path.open("rb") as stream:
-        while chunk := stream.read(SCAN_CHUNK):
-            window = tail + chunk
-            for kind, (pattern, advice) in SECRET_CONTENT.items():
-                if pattern.search(window):
-                    return kind, advice
-            tail = window[-SCAN_OVERLAP:]
-    return None
+    large: list[str] = field(default_factory=list)  # files over LARGE_FILE let through by --allow_large
 
 
 def load_card(readme: Path, card_class: type[ModelCard] | type[DatasetCard] | type[SpaceCard]):
@@ -316,6 +203,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
     files = upload_files(folder) if folder.is_dir() else []
     check_common(folder, files)
     CHECKS[args.command](folder, files)
+    large = check_sizes(folder, files, args.command, args.allow_large)
     return Plan(
         repo_type=args.command,
         repo_id=args.repo_id,
@@ -324,6 +212,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
         private=args.private,
         revision=args.revision,
         space_variables={"MODEL_ID": args.model_id} if args.command == "space" else {},
+        large=large,
     )
 
 
@@ -336,9 +225,13 @@ def print_plan(plan: Plan, dry_run: bool) -> None:
     print(f"  revision:   {plan.revision or 'main'}")
     for key, value in plan.space_variables.items():
         print(f"  variable:   {key}={value} (Space variable)")
+    expected = " or ".join(EXPECTED_LARGE.get(plan.repo_type, [])) or "none"
+    print(f"  size rule:  files over {human_size(LARGE_FILE)} need --allow_large (except {expected})")
     print("  files:")
     for relative, size in sizes.items():
-        print(f"    {human_size(size):>10}  {relative}")
+        print(
+            f"    {human_size(size):>10}  {relative}" + ("  (large: --allow_large)" if relative in plan.large else "")
+        )
     print(f"  total:      {len(sizes)} files, {human_size(sum(sizes.values()))}")
 
 
@@ -444,6 +337,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         visibility.add_argument("--public", dest="private", action="store_const", const=False, help="a public repo")
         sub.set_defaults(private=private)
         sub.add_argument("--dry_run", action="store_true", help="check and print the plan; touch no network")
+        sub.add_argument(
+            "--allow_large", action="store_true", help=f"send files over {human_size(LARGE_FILE)} (weights excepted)"
+        )
         sub.add_argument(
             "--timeout",
             type=float,

@@ -2,9 +2,10 @@
 
     python benchmarks/agreement.py --model runs/quality/model --corpus ../shared/corpora/ct-ebm-sp-v2-cases/test
 
-Predicts every report of a brat folder with the bundle in three settings, in one process: full precision with the
-default overlap (the reference), full precision with the old default of half a window, and dynamic int8 with the
-default overlap. For each it prints the seconds, the task's exact and lenient F1 against the folder's gold, and the
+Predicts every report of a brat folder with the bundle in four settings, in one process: full precision with the
+default overlap (the reference), full precision with the old default of half a window, and int8 with the default
+overlap, by ONNX Runtime (the pipeline's ``quantize="int8"``) and by torch.ao (the route before it). For each it
+prints the seconds, the task's exact and lenient F1 against the folder's gold, and the
 share of the reference's entities it predicts identically (type, start, end, layer) and of its own that the
 reference also has.
 """
@@ -23,6 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import hf_pipeline  # noqa: E402
+from benchmarks.bench_pipeline import torch_ao_int8  # noqa: E402
 from hf_dataset.brat import Entity, read_corpus  # noqa: E402
 from hf_pipeline.scoring import score  # noqa: E402
 
@@ -47,7 +49,8 @@ def main(argv: list[str] | None = None) -> None:
     settings = {
         "fp32, default overlap": (full, {}),
         f"fp32, overlap {half} (half a window, the old default)": (full, {"stride": half}),
-        "int8, default overlap": (hf_pipeline.load_pipeline(args.model, quantize="int8"), {}),
+        "int8 ONNX Runtime, default overlap": (hf_pipeline.load_pipeline(args.model, quantize="int8"), {}),
+        "int8 torch.ao (the route before), default overlap": (torch_ao_int8(hf_pipeline.load_pipeline(args.model)), {}),
     }
     print(f"{len(texts)} reports, {sum(map(len, texts)):,} characters; {torch.get_num_threads()} torch threads")
     print("| setting | seconds | exact F1 | lenient F1 | entities | reference's found | own in reference |")

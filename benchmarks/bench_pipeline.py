@@ -11,7 +11,8 @@ bundled sample (its ids fit any vocabulary), so tokens per character differ from
 
 Workloads (the "report mix" is the first two): the bundled sample's 8 test reports one call each ("reports, one by
 one"), the same 8 as one list ("reports, one list"), and long texts of 1k, 4k, 16k and 64k characters. Variants:
-this pipeline (fp32; int8 with dynamic quantization; the shared-encoder bundle) and what a user would do without
+this pipeline (fp32; the shared-encoder bundle; int8 with ONNX Runtime, and with torch.ao's deprecated dynamic
+quantization, the route before it, for both) and what a user would do without
 it: three stock ``pipeline("token-classification", model=<layer k>, aggregation_strategy="simple")`` calls on the
 same texts, with the same batch size and window overlap (``stride``), so that they also read all of a long text.
 
@@ -53,8 +54,8 @@ sys.path.insert(0, str(REPO))
 import hf_pipeline  # noqa: E402
 from hf_dataset import SAMPLE_CORPUS, SPRADIE_TYPES, label_names, read_corpus  # noqa: E402
 from hf_pipeline.bundle import make_shared_config  # noqa: E402
+from hf_pipeline.training.base_models import train_wordpiece  # noqa: E402
 from hf_pipeline.words import default_stride  # noqa: E402
-from train import train_wordpiece  # noqa: E402
 
 SHAPES = {
     "base": dict(vocab_size=119_547, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
@@ -172,6 +173,17 @@ def random_bundle(folder: Path, size: str, tokenizer: Any, shared: bool = False)
     return hf_pipeline.save_bundle([m.eval() for m in models], tokenizer, folder)
 
 
+def torch_ao_int8(recognizer: Any) -> Any:
+    """The int8 route before ONNX Runtime, for comparison: torch.ao's dynamic quantization of every Linear, weights
+    per output channel, in place (deprecated in torch and announced for removal)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for model in recognizer.layer_models:
+            qconfig = {torch.nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig}
+            torch.ao.quantization.quantize_dynamic(model, qconfig, inplace=True)
+    return recognizer
+
+
 def stock_runner(bundle: Path, stride: int) -> tuple[Callable[[Any], object], list[PreTrainedModel]]:
     """Three stock token-classification pipelines, one per layer folder, run one after the other."""
     folders = [bundle, bundle / "layer_2", bundle / "layer_3"]
@@ -215,12 +227,16 @@ def benchmark_size(size: str, args: argparse.Namespace, work: Path, tokenizer: A
         "stock x3": stock_runner(per_layer, stride),
         "ours": (ours, ours.layer_models),
     }
+    bundles = {"": per_layer}
     if not args.model:
-        shared = hf_pipeline.load_pipeline(random_bundle(work / f"{size}-shared", size, tokenizer, shared=True))
+        bundles[" shared"] = random_bundle(work / f"{size}-shared", size, tokenizer, shared=True)
+        shared = hf_pipeline.load_pipeline(bundles[" shared"])
         variants["ours shared"] = (shared, shared.layer_models)
-    if not args.no_int8:
-        int8 = hf_pipeline.load_pipeline(per_layer, quantize="int8")
-        variants["ours int8"] = (int8, int8.layer_models)
+    for name, bundle in bundles.items() if not args.no_int8 else ():
+        before = torch_ao_int8(hf_pipeline.load_pipeline(bundle))
+        variants[f"ours{name} int8 torch.ao (before)"] = (before, before.layer_models)
+        int8 = hf_pipeline.load_pipeline(bundle, quantize="int8")
+        variants[f"ours{name} int8 ONNX Runtime"] = (int8, [])  # no torch forward to time: GEMM columns n/a
     peak = gemm_peak(ours.model.config)
     threads = torch.get_num_threads()
     print(f"\n## {size}: window {window + 2} tokens, stride {stride}, batch {BATCH_SIZE}; "
@@ -241,8 +257,10 @@ def benchmark_size(size: str, args: argparse.Namespace, work: Path, tokenizer: A
             row = {
                 "size": size, "workload": name, "variant": variant, "runs": m.runs, "seconds": m.seconds,
                 "chars_per_s": characters / m.seconds, "tokens_per_s": tokens / m.seconds,
-                "x_stock": stock_seconds / m.seconds, "gemm_fraction": m.flops / m.forward_seconds / peak,
-                "outside_forwards": 1 - m.forward_seconds / m.seconds, "peak_rss_mib": m.peak_rss_mib,
+                "x_stock": stock_seconds / m.seconds,
+                "gemm_fraction": m.flops / m.forward_seconds / peak if m.forward_seconds else float("nan"),
+                "outside_forwards": 1 - m.forward_seconds / m.seconds if models else float("nan"),
+                "peak_rss_mib": m.peak_rss_mib,
             }  # fmt: skip
             rows.append(row)
             print(f"| {name} | {variant} | {m.runs} | {m.seconds:.3f} | {row['chars_per_s']:,.0f} | "

@@ -46,7 +46,7 @@ def tiny_bundle(folder: Path) -> Path:
 
     import hf_pipeline
     from hf_dataset import SAMPLE_CORPUS, SPRADIE_TYPES, label_names, read_corpus
-    from train import build_tiny_model, train_wordpiece
+    from hf_pipeline.training.base_models import build_tiny_model, train_wordpiece
 
     torch.manual_seed(0)
     texts = [doc.text for doc in read_corpus(SAMPLE_CORPUS / "train").documents]

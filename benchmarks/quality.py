@@ -35,6 +35,7 @@ sys.path.insert(0, str(REPO))
 
 import train  # noqa: E402
 from hf_dataset.builder import find_splits  # noqa: E402
+from hf_pipeline.radiology_ner import ARCHITECTURES  # noqa: E402
 
 DEFAULT_CORPUS = REPO.parent / "shared" / "corpora" / "ct-ebm-sp-v2-cases"
 ENCODER_PACKAGE = "all_minilm_l6_v2"
@@ -156,7 +157,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="brat folder (train/dev/test or flat)")
     parser.add_argument("--encoder", type=Path, default=None, help="encoder folder (default: packaged MiniLM)")
-    parser.add_argument("--architecture", choices=train.ARCHITECTURES, default="per_layer")
+    parser.add_argument("--architecture", choices=ARCHITECTURES, default="per_layer")
     parser.add_argument("--output", type=Path, default=REPO / "runs" / "quality", help="run folder")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, every core)")
     args = parser.parse_args(ours)

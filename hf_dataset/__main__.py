@@ -19,6 +19,8 @@ import json
 import sys
 import tempfile
 
+import datasets
+
 from hf_dataset.brat import BratError
 from hf_dataset.builder import RadiologyNer, build
 from hf_dataset.card import check_output_dir, export, skipped_table, statistics_table
@@ -48,6 +50,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    datasets.disable_progress_bars()  # a build takes seconds; the table below is what the user reads
     try:
         builder = run(args)
     except (BratError, ValueError) as error:

@@ -28,13 +28,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hf_pipeline.words import ann_text
+
 Fragment = tuple[int, int]
 
 _OTHER_LINE = re.compile(r"^[RAENM#*]")
 _ANNOTATION_START = re.compile(r"^[TRAENM#*][^\t]*\t")
 _T_HEADER = re.compile(r"^(\S+) (\d+ \d+(?:;\d+ \d+)*)$")
 _WHITESPACE = re.compile(r"\s+")
-_LINE_BREAKS = re.compile(r"[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]")
 SHOWN_PROBLEMS = 20
 
 
@@ -270,6 +271,14 @@ def scan_corpus(folder: str | Path) -> Corpus:
         ann_path = txt_path.with_suffix(".ann")
         if not ann_path.is_file():
             continue
+        outside = [(path, target) for path in (txt_path, ann_path) if (target := link_outside(path, folder))]
+        if outside:
+            corpus.errors += [
+                f"{path} is a link to {target}, outside {folder}: the dataset would publish that file as a report. "
+                "Copy the report into the corpus folder, or delete the link."
+                for path, target in outside
+            ]
+            continue
         try:
             text, ann_text = read_text(txt_path), read_text(ann_path)
         except BratError as error:
@@ -282,6 +291,13 @@ def scan_corpus(folder: str | Path) -> Corpus:
     if not texts:
         corpus.errors.append(f"{folder} holds no .txt/.ann pairs.")
     return corpus
+
+
+def link_outside(path: Path, folder: Path) -> Path | None:
+    """Where ``path`` really is when a symbolic link (``path`` itself or a folder on the way) leads out of
+    ``folder``; ``None`` when it stays inside."""
+    target = path.resolve()
+    return None if target.is_relative_to(folder.resolve()) else target
 
 
 def _unpaired(folder: Path, texts: Sequence[Path]) -> list[str]:
@@ -358,9 +374,6 @@ def write_ann(path: str | Path, text: str, entities: Iterable[Entity]) -> None:
     Line breaks inside an entity's text are written as spaces so every annotation stays on one line;
     :func:`parse_ann` compares text modulo whitespace, so the file reads back to the same entities.
     """
-    lines = []
-    for number, entity in enumerate(entities, start=1):
-        offsets = ";".join(f"{start} {end}" for start, end in entity.fragments)
-        surface = " ".join(text[start:end] for start, end in entity.fragments)
-        lines.append(f"T{number}\t{entity.type} {offsets}\t{_LINE_BREAKS.sub(' ', surface)}\n")
-    Path(path).write_text("".join(lines), encoding="utf-8", newline="")
+    Path(path).write_text(
+        ann_text(text, ((entity.type, entity.fragments) for entity in entities)), encoding="utf-8", newline=""
+    )

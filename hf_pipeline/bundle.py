@@ -5,7 +5,9 @@ Layout::
     config.json            layer-1 model, with custom_pipelines["radiology-ner"] and ner_layers
     model.safetensors
     tokenizer files
-    radiology_ner.py       the pipeline module (remote code) and words.py, the torch-free half it imports
+    radiology_ner.py       the pipeline module (remote code), with words.py (words, windows, BIO), crf.py (Viterbi)
+                           and int8.py (ONNX Runtime int8), the modules it imports
+    onnx/                  optional: the int8 graphs (add_int8) for quantize="int8"
     layer_2/, layer_3/     the other layer models, each with its own copy of the tokenizer
     README.md              the model card
 
@@ -24,10 +26,11 @@ from typing import Any
 
 from transformers import Pipeline, PreTrainedModel, PreTrainedTokenizerBase, pipeline
 
-from hf_pipeline import radiology_ner, words
+from hf_pipeline import crf, int8, radiology_ner, words
 from hf_pipeline.model_card import write_model_card
 from hf_pipeline.radiology_ner import (
     ARCHITECTURE_KEY,
+    DECODER_KEY,
     LABELS_KEY,
     LAYER_FOLDER,
     LAYERS_CONFIG_KEY,
@@ -38,7 +41,7 @@ from hf_pipeline.radiology_ner import (
 
 TASK = "radiology-ner"
 PIPELINE_FILE = Path(radiology_ner.__file__).name
-PIPELINE_MODULES = (radiology_ner.__file__, words.__file__)  # the remote code a bundle carries
+PIPELINE_MODULES = (radiology_ner.__file__, words.__file__, crf.__file__, int8.__file__)  # the remote code it carries
 CUSTOM_PIPELINE = {
     TASK: {
         "impl": f"{Path(PIPELINE_FILE).stem}.{RadiologyNerPipeline.__name__}",
@@ -80,8 +83,13 @@ def save_bundle(
     root_model.config.custom_pipelines = CUSTOM_PIPELINE
     setattr(root_model.config, LAYERS_CONFIG_KEY, layers)
     setattr(root_model.config, ARCHITECTURE_KEY, "shared" if shared else "per_layer")
+    has_crf = [getattr(model.config, crf.TRANSITIONS_KEY, None) is not None for model in models]
+    if any(has_crf) and not all(has_crf):
+        raise ValueError("Every layer model must have a CRF head (ner_crf_transitions in its config), or none.")
+    setattr(root_model.config, DECODER_KEY, "crf" if all(has_crf) else "softmax")
     if window:
         setattr(root_model.config, WINDOW_KEY, int(window))
+    shutil.rmtree(output_dir / int8.INT8_FOLDER, ignore_errors=True)  # int8 graphs of earlier weights: stale
     root_model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
     for module in PIPELINE_MODULES:
@@ -97,8 +105,20 @@ def save_bundle(
             base_model=getattr(root_model.config, "_name_or_path", None) or None,
             dataset=None,
             architecture="shared" if shared else "per_layer",
+            decoder=getattr(root_model.config, DECODER_KEY),
         )
     return output_dir
+
+
+def add_int8(bundle_dir: str | Path) -> list[Path]:
+    """Export the bundle's models as int8 ONNX graphs into ``bundle_dir/onnx/``, which the pipeline then uses for
+    ``quantize="int8"`` with no export step (needs onnxruntime, onnx and onnxscript)."""
+    recognizer = load_pipeline(bundle_dir)
+    numbers = recognizer.layer_numbers if recognizer.architecture == "per_layer" else [1]
+    return [
+        int8.export_int8(model, Path(bundle_dir) / int8.int8_file(index, number), recognizer.max_window)
+        for index, (model, number) in enumerate(zip(recognizer.layer_models, numbers))
+    ]
 
 
 def make_shared_config(config: Any, labels: Sequence[str], layers: Sequence[int]) -> None:
@@ -137,6 +157,9 @@ def split_shared(model: PreTrainedModel) -> list[PreTrainedModel]:
         for key in (ARCHITECTURE_KEY, LABELS_KEY):
             if hasattr(layer_config, key):
                 delattr(layer_config, key)
+        transitions = getattr(config, crf.TRANSITIONS_KEY, None)
+        if transitions is not None:
+            setattr(layer_config, crf.TRANSITIONS_KEY, [transitions[index]])
         copies.append(layer_model)
     return copies
 

@@ -75,6 +75,7 @@ def write_model_card(
     license: str = "unknown",
     repo_id: str | None = None,
     architecture: str = "per_layer",
+    decoder: str = "softmax",
 ) -> Path:
     """Write ``bundle_dir/README.md``, replacing any card already there.
 
@@ -88,6 +89,7 @@ def write_model_card(
         results: ``eval_results.json`` of ``train.py``: ``{split: {"exact": {...}, "lenient": {...}, ...}}``.
         license: the license of the weights: the training data's license (``unknown`` when not known).
         architecture: ``per_layer`` (one encoder per layer) or ``shared`` (one encoder, one head per layer).
+        decoder: ``softmax`` (a label per word) or ``crf`` (a linear-chain CRF per layer, Viterbi decoding).
         repo_id: the Hub repo the bundle is meant for; used in the usage example and as the model-index name.
 
     Returns:
@@ -109,7 +111,7 @@ def write_model_card(
         model_name=name.split("/")[-1] if results else None,  # the model-index name
         eval_results=eval_results(results, dataset) if results else None,
     )
-    body = card_body(name, labels, base_model, dataset, training, results, repo_id, architecture)
+    body = card_body(name, labels, base_model, dataset, training, results, repo_id, architecture, decoder)
     path = bundle_dir / "README.md"
     ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}").save(path)
     return path
@@ -142,9 +144,10 @@ def card_body(
     results: dict | None,
     repo_id: str | None,
     architecture: str = "per_layer",
+    decoder: str = "softmax",
 ) -> str:
     sections = [
-        overview(name, base_model, dataset, architecture),
+        overview(name, base_model, dataset, architecture, decoder),
         labels_section(labels),
         usage(repo_id),
         training_section(training),
@@ -155,7 +158,9 @@ def card_body(
     return "\n".join(section for section in sections if section)
 
 
-def overview(name: str, base_model: str | None, dataset: str | None, architecture: str = "per_layer") -> str:
+def overview(
+    name: str, base_model: str | None, dataset: str | None, architecture: str = "per_layer", decoder: str = "softmax"
+) -> str:
     origin = (
         f"fine-tuned from `{base_model}`"
         if base_model
@@ -171,6 +176,13 @@ def overview(name: str, base_model: str | None, dataset: str | None, architectur
         " `layer_2/`, `layer_3/`, each with its own copy of the tokenizer so that every layer also works alone in"
         " the stock `token-classification` pipeline."
     )
+    if decoder == "crf":
+        layout += (
+            "\n\n**Decoder: `crf`.** Each layer has a linear-chain CRF: its label-to-label transition scores are in"
+            ' `config.json["ner_crf_transitions"]` and the `radiology-ner` pipeline decodes every layer with Viterbi'
+            " (IOB2-valid by construction; an entity's score is the mean CRF marginal probability of its words). The"
+            " stock `token-classification` pipeline still loads the model but decodes each word on its own."
+        )
     return f"""# {name.split("/")[-1]}
 
 Named entity recognition for **Spanish radiology reports** whose entities overlap and nest (a `Finding`

@@ -1,7 +1,7 @@
 """The ``radiology-ner`` pipeline: overlapping entities from one token classifier per layer.
 
 This module travels with every model bundle (it is copied next to ``config.json``, with ``words.py``, its
-torch-free half: words, windows, BIO decoding) and is loaded by
+torch-free half: words, windows, BIO decoding, and ``crf.py``, the Viterbi decoder of a CRF head) and is loaded by
 ``pipeline("radiology-ner", model=..., trust_remote_code=True)``. It therefore imports only torch,
 transformers, numpy, the standard library and ``words.py``.
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,8 @@ import torch
 from transformers import AutoModelForTokenClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.pipelines.base import ChunkPipeline
 
-from .words import decode_bio, locate_words, window_starts, word_spans
+from .crf import TRANSITIONS_KEY, layer_transitions, marginals, viterbi
+from .words import decode_bio, invalid_text, locate_words, window_starts, word_spans
 
 _COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 LAYER_FOLDER = "layer_{}"
@@ -32,10 +32,11 @@ ARCHITECTURE_KEY = "ner_architecture"  # "per_layer" (one model per layer) or "s
 LABELS_KEY = "ner_labels"  # shared: the label names of every layer (the classifier has layers x labels outputs)
 WINDOW_KEY = "ner_window"  # the window length (tokens) the bundle was trained with: the default for prediction
 ARCHITECTURES = ("per_layer", "shared")
+DECODER_KEY = "ner_decoder"  # "softmax" (a label per word) or "crf" (Viterbi over ner_crf_transitions)
+DECODERS = ("softmax", "crf")
 # Windows per forward pass by default: amortises the per-call cost on CPU and keeps a GPU busy.
 DEFAULT_BATCH_SIZE = 32
 QUANTIZATIONS = ("int8",)
-_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 
 def layer_labels(config: Any) -> list[str]:
@@ -43,6 +44,13 @@ def layer_labels(config: Any) -> list[str]:
     if getattr(config, ARCHITECTURE_KEY, None) == "shared":
         return list(getattr(config, LABELS_KEY, None) or [])
     return [config.id2label[i] for i in range(config.num_labels)]
+
+
+def special_tokens(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[int]]:
+    """Token ids put before and after every window: ``[CLS]`` and ``[SEP]`` for BERT, ``<s>`` and ``</s>`` for
+    RoBERTa and XLM-R, none where the tokenizer has no such token."""
+    cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+    return ([cls] if cls is not None else []), ([sep] if sep is not None else [])
 
 
 class RadiologyNerPipeline(ChunkPipeline):
@@ -83,28 +91,34 @@ class RadiologyNerPipeline(ChunkPipeline):
             self.layer_numbers = list(getattr(config, LAYERS_CONFIG_KEY, None) or range(1, len(self.layer_models) + 1))
             self._check_layers_agree()
         self._check_tokenizer_fits()
+        self.decoder = getattr(config, DECODER_KEY, None) or "softmax"
+        self.transitions = self._crf_transitions() if self.decoder == "crf" else None
         for model in self.layer_models[1:]:
             model.to(self.device).eval()
         self.max_window = self._max_window()
         trained_window = getattr(config, WINDOW_KEY, None)
         self.default_window = min(trained_window, self.max_window) if trained_window else self.max_window
         self.quantization = quantize
+        self.int8_models: list[Any] | None = None
         if quantize is not None:
-            self._quantize(quantize)
+            self._quantize(quantize, layer_revision or _revision_of_this_module(self.model.name_or_path))
 
-    def _quantize(self, quantize: str) -> None:
-        """Dynamic int8 quantization of every Linear layer: weights int8 per output channel (closer to fp32 than one
-        scale per tensor: 83% vs 75% identical entities on the quality benchmark), activations quantized on the fly."""
+    def _quantize(self, quantize: str, revision: str | None) -> None:
+        """int8 with ONNX Runtime (``int8.py``): the bundle's int8 graphs, or ones exported now."""
         if quantize not in QUANTIZATIONS:
             raise ValueError(f"quantize={quantize!r}: choose one of {QUANTIZATIONS}, or None for full precision.")
         if self.device.type != "cpu":
             raise ValueError(f"quantize={quantize!r} runs on CPU only; this pipeline is on {self.device}.")
-        with warnings.catch_warnings():  # torch.ao's dynamic quantization is deprecated in favour of torchao
-            warnings.simplefilter("ignore")
-            for model in self.layer_models:
-                torch.ao.quantization.quantize_dynamic(
-                    model, {torch.nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig}, inplace=True
-                )
+        from .int8 import load_int8
+
+        numbers = self.layer_numbers if self.architecture == "per_layer" else [1]
+        source = self.model.name_or_path
+        self.int8_models = load_int8(self.layer_models, numbers, source, self.max_window, revision)
+
+    def _crf_transitions(self) -> list[np.ndarray]:
+        """One ``[label, label]`` transition matrix per layer, from each model's config (a shared model lists all)."""
+        found = [m for model in self.layer_models for m in getattr(model.config, TRANSITIONS_KEY, None) or []]
+        return layer_transitions(found, self.layer_numbers, self.labels)
 
     def _check_shared_layout(self) -> None:
         """A shared bundle's classifier must have one block of ``len(ner_labels)`` outputs per layer."""
@@ -260,7 +274,7 @@ class RadiologyNerPipeline(ChunkPipeline):
     ) -> Iterator[dict[str, Any]]:
         _check_text(text)
         spans = word_spans(text)
-        prefix, suffix = self._special_tokens()
+        prefix, suffix = special_tokens(self.tokenizer)
         window = (max_length or self.default_window) - len(prefix) - len(suffix)
         if stride is not None and stride >= window:
             raise ValueError(f"stride={stride} must be smaller than the window ({window} tokens without specials).")
@@ -283,29 +297,34 @@ class RadiologyNerPipeline(ChunkPipeline):
                 "document": document if index == 0 else None,
             }
 
-    def _special_tokens(self) -> tuple[list[int], list[int]]:
-        """Token ids put before and after every window (``[CLS]`` and ``[SEP]`` for BERT)."""
-        cls, sep = self.tokenizer.cls_token_id, self.tokenizer.sep_token_id
-        return ([cls] if cls is not None else []), ([sep] if sep is not None else [])
-
     def _forward(self, model_inputs: dict[str, Any]) -> dict[str, Any]:
         is_last = model_inputs.pop("is_last")
         document = model_inputs.pop("document")
+        models = self.int8_models or [
+            lambda model=model, **inputs: model(**inputs).logits for model in self.layer_models
+        ]
         if self.architecture == "shared":  # one forward; the classifier's outputs are [layer, label] blocks
-            logits = self.model(**model_inputs).logits
+            logits = models[0](**model_inputs)
             batch, length, _ = logits.shape
             probabilities = logits.float().view(batch, length, len(self.layer_numbers), -1).softmax(-1).transpose(1, 2)
         else:
             probabilities = torch.stack(
-                [model(**model_inputs).logits.float().softmax(-1) for model in self.layer_models], dim=1
+                [self._logits(index, model_inputs).float().softmax(-1) for index in range(len(self.layer_models))],
+                dim=1,
             )
         return {"probabilities": probabilities, "is_last": is_last, "document": document}
+
+    def _logits(self, index: int, model_inputs: dict[str, Any]) -> torch.Tensor:
+        """The logits of the ``index``-th model: its int8 graph when quantized, else the torch model."""
+        if self.int8_models is not None:
+            return self.int8_models[index](**model_inputs)
+        return self.layer_models[index](**model_inputs).logits
 
     def postprocess(self, all_outputs: list[dict[str, Any]], layers: Sequence[int] | None = None) -> list[dict]:
         document: _Document = all_outputs[0]["document"]
         text, spans = document.text, document.spans
         words, located = locate_words(
-            document.word_ids, document.starts, document.window, offset=len(self._special_tokens()[0])
+            document.word_ids, document.starts, document.window, offset=len(special_tokens(self.tokenizer)[0])
         )
         if not words:
             return []
@@ -315,7 +334,12 @@ class RadiologyNerPipeline(ChunkPipeline):
             if layers is not None and layer_number not in layers:
                 continue
             word_probs = all_word_probs[:, layer_index]
-            best = word_probs.argmax(-1)
+            if self.transitions is None:
+                best = word_probs.argmax(-1)
+            else:  # Viterbi; a word's score is its label's marginal probability under the CRF
+                emissions = np.log(np.maximum(word_probs, 1e-30)).astype(np.float64)
+                best = viterbi(emissions, self.transitions[layer_index], self.labels)
+                word_probs = marginals(emissions, self.transitions[layer_index], self.labels)
             tags = [self.labels[int(label)] for label in best]
             scores = word_probs[np.arange(len(words)), best]
             for span in decode_bio(tags):
@@ -358,12 +382,9 @@ def _word_probabilities(window_probabilities: Sequence[torch.Tensor], located: S
 def _check_text(text: Any) -> None:
     if not isinstance(text, str):
         raise TypeError(f"radiology-ner expects each input to be a str, got {type(text).__name__}.")
-    surrogate = _SURROGATE_RE.search(text)
-    if surrogate:
-        raise ValueError(
-            f"The text has a lone surrogate (U+{ord(surrogate.group()):04X}) at character {surrogate.start()}, "
-            "which is not valid Unicode: decode the file with errors='replace' or fix its encoding first."
-        )
+    problem = invalid_text(text)
+    if problem:
+        raise ValueError(f"The text has {problem}.")
 
 
 def _revision_of_this_module(source: str) -> str | None:

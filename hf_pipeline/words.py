@@ -1,15 +1,15 @@
 """Words, windows and BIO decoding: the pure-Python half of the radiology-ner pipeline (no torch, no transformers).
 
 It travels with every model bundle next to ``radiology_ner.py``, which imports it, and it is the one home of the
-word tokenizer and the BIO decoder that the dataset builder, the trainer and the scorer's tools share, so training
-data and predictions share the same words. Importing it is instant.
+word tokenizer, the BIO decoder and the brat ``.ann`` writer that the dataset builder, the trainer, the scorer's
+tools and the demo share, so training data and predictions share the same words. Importing it is instant.
 """
 
 from __future__ import annotations
 
 import bisect
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 # Combining marks (accents typed as a separate code point) stay inside the word they modify.
@@ -20,6 +20,10 @@ _MARKS = (
 )
 # Letters and digits are separate words ("5mm" -> "5", "mm"): fewer gold boundaries fall inside a word.
 _WORD_RE = re.compile(rf"(?:[^\W\d_]|[{_MARKS}])+|(?:\d|[{_MARKS}])+|[^\s{_MARKS}\ufeff]")
+# A lone surrogate is not a character: no valid UTF-8 text holds one, and tokenizers cannot take it.
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+# Line breaks brat cannot hold inside an annotation's text field (it is one line).
+_LINE_BREAKS = re.compile(r"[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]")
 # Tokens shared by consecutive windows by default: every word is read with at least half of it (32 tokens) of
 # context on each side, except at the ends of the text; capped at a fifth of the window so that a long text costs
 # at most 1.25x the encoder work of one pass over its tokens.
@@ -38,6 +42,23 @@ def word_spans(text: str) -> list[tuple[int, int]]:
     ['Quiste', 'de', '3', ',', '5', 'mm', 'en', 'T', '12', '.']
     """
     return [match.span() for match in _WORD_RE.finditer(text)]
+
+
+def invalid_text(text: str) -> str | None:
+    """Why ``text`` cannot be predicted (a lone surrogate, which is not valid Unicode), or ``None``.
+
+    >>> invalid_text("Quiste \\ud83d simple")[:45]
+    'a lone surrogate (U+D83D) at character 7, whi'
+    >>> invalid_text("Quiste simple") is None
+    True
+    """
+    surrogate = _SURROGATE_RE.search(text)
+    if surrogate is None:
+        return None
+    return (
+        f"a lone surrogate (U+{ord(surrogate.group()):04X}) at character {surrogate.start()}, which is not valid "
+        "Unicode: decode the file with errors='replace' or fix its encoding first"
+    )
 
 
 @dataclass(frozen=True)
@@ -136,3 +157,20 @@ def _first_token_of_each_word(word_ids: Sequence[int | None]) -> dict[int, int]:
         if word is not None and word not in first:
             first[word] = position
     return first
+
+
+def ann_text(text: str, entities: Iterable[tuple[str, Sequence[tuple[int, int]]]]) -> str:
+    """A brat ``.ann`` file of ``(type, fragments)`` entities: ids ``T1..Tn`` in order, text taken from ``text``.
+
+    Line breaks inside an entity's text are written as spaces so every annotation stays on one line (the brat
+    reader compares text modulo whitespace, so the file reads back to the same entities).
+
+    >>> ann_text("Quiste renal", [("Finding", [(0, 12)]), ("ANAT", [(7, 12)])]).splitlines()
+    ['T1\\tFinding 0 12\\tQuiste renal', 'T2\\tANAT 7 12\\trenal']
+    """
+    lines = []
+    for number, (kind, fragments) in enumerate(entities, start=1):
+        offsets = ";".join(f"{start} {end}" for start, end in fragments)
+        surface = " ".join(text[start:end] for start, end in fragments)
+        lines.append(f"T{number}\t{kind} {offsets}\t{_LINE_BREAKS.sub(' ', surface)}\n")
+    return "".join(lines)

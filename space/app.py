@@ -17,19 +17,20 @@ layer), one highlighted view per layer, a table, and JSON / brat ``.ann`` downlo
 from __future__ import annotations
 
 import argparse
-import html
+import importlib
 import json
 import os
-import re
 import shutil
 import sys
 import tempfile
 import time
-from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
+
+from render import TYPE_COLORS, message_html, render_stacked, type_colors  # space/render.py
 
 if TYPE_CHECKING:  # imported where the page is built: a bad --model fails before gradio's seconds of imports
     import gradio as gr
@@ -45,65 +46,8 @@ BUILTIN_EXAMPLES = [
     "Cadera izquierda con ángulo alfa de 62º. Posible displasia leve de la cadera derecha; control en 3 meses.",
 ]
 DISCLAIMER = "Demo de investigación: no es un producto sanitario ni debe usarse para decisiones clínicas."
-LINE_BREAKS = re.compile(r"[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]")  # as hf_dataset.brat
 EMPTY_MESSAGE = "Escribe o pega un informe, o elige un ejemplo, y pulsa «Analizar»."
 TABLE_HEADERS = ["type", "text", "start", "end", "layer", "score"]
-
-# SpRadIE types get fixed colours and short labels; any other type takes the next colour of the palette.
-TYPE_COLORS = {
-    "Anatomical_Entity": "#2f6db5",
-    "Finding": "#d1453b",
-    "Location": "#1b9e8f",
-    "Measure": "#e07b00",
-    "Type_of_measure": "#b08900",
-    "Degree": "#8e4fb3",
-    "Abbreviation": "#8a5a3c",
-    "Negation": "#3a8f2d",
-    "Uncertainty": "#d6498f",
-    "Conditional_Temporal": "#55606e",
-}
-TYPE_SHORT = {
-    "Anatomical_Entity": "ANAT",
-    "Finding": "FIND",
-    "Location": "LOC",
-    "Measure": "MEAS",
-    "Type_of_measure": "TYPE",
-    "Degree": "DEG",
-    "Abbreviation": "ABBR",
-    "Negation": "NEG",
-    "Uncertainty": "UNC",
-    "Conditional_Temporal": "COND",
-}
-EXTRA_COLORS = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#9c755f", "#bab0ac"]
-
-STACKED_CSS = """
-<style>
-.rn-view { background: #ffffff; color: #1f2328; border: 1px solid #d0d7de; border-radius: 8px; padding: 14px 16px; }
-.rn-text { font-family: ui-sans-serif, system-ui, sans-serif; font-size: 15px; line-height: 22px;
-           white-space: pre-wrap; overflow-wrap: anywhere; }
-.rn-seg { display: inline-block; vertical-align: top; margin-bottom: 6px; }
-.rn-seg.rn-labelled { min-width: 34px; }
-.rn-chars { display: block; white-space: pre-wrap; }
-.rn-row { display: block; position: relative; height: 14px; margin-top: 1px; }
-.rn-bar { position: absolute; left: 0; right: 0; top: 0; bottom: 0; border-bottom: 3px solid; }
-.rn-bar.rn-first { left: 2px; border-top-left-radius: 3px; border-left: 2px solid; }
-.rn-bar.rn-last { right: 2px; border-top-right-radius: 3px; }
-.rn-label { position: absolute; left: 3px; top: -1px; font: 600 10px/13px ui-monospace, monospace;
-            white-space: nowrap; z-index: 1; letter-spacing: 0.02em; padding-right: 2px; border-radius: 2px;
-            max-width: calc(100% - 5px); overflow: hidden; }
-.rn-label::before, .rn-layer::before { content: attr(data-label); }
-.rn-rowkey { margin-right: 8px; border-right: 1px solid #d0d7de; padding-right: 6px; }
-.rn-rowkey .rn-chars { height: 22px; }
-.rn-layer { display: block; font: 10px/14px ui-sans-serif, system-ui, sans-serif; color: #57606a;
-            white-space: nowrap; }
-.rn-legend { display: flex; flex-wrap: wrap; gap: 6px 14px; margin-top: 12px; font-size: 13px;
-             border-top: 1px solid #d0d7de; padding-top: 10px; }
-.rn-key { display: inline-flex; align-items: center; gap: 5px; }
-.rn-swatch { display: inline-block; width: 14px; height: 10px; border-radius: 2px; border-bottom: 3px solid; }
-.rn-note { color: #57606a; font-size: 12px; margin-top: 6px; }
-.rn-message { font-size: 15px; }
-</style>
-"""
 
 
 @dataclass
@@ -155,15 +99,6 @@ def load_ner(model: str) -> Callable[[str], list[dict[str, Any]]]:
     return hf_pipeline.load_pipeline(model, quantize=quantize)
 
 
-def type_colors(types: Sequence[str]) -> dict[str, str]:
-    """A colour per type: fixed for the SpRadIE types, the next palette colour for any other."""
-    colors: dict[str, str] = {}
-    extra = iter(EXTRA_COLORS * (len(types) // len(EXTRA_COLORS) + 1))
-    for name in types:
-        colors[name] = TYPE_COLORS.get(name) or next(extra)
-    return colors
-
-
 def model_types(ner: Any) -> list[str]:
     """Entity types the model can predict (from its ``B-``/``I-`` labels), SpRadIE types when unknown."""
     id2label = getattr(getattr(getattr(ner, "model", None), "config", None), "id2label", None) or {}
@@ -172,114 +107,11 @@ def model_types(ner: Any) -> list[str]:
     return list(dict.fromkeys(types)) or list(TYPE_COLORS)
 
 
-def short_label(entity_type: str) -> str:
-    return TYPE_SHORT.get(entity_type) or entity_type[:4].upper()
-
-
 def too_long_message(length: int) -> str:
     return (
         f"El texto tiene {length:,} caracteres y el máximo de esta demo es {MAX_CHARS:,}. "
         "Acórtalo o divídelo en varios informes."
     ).replace(",", ".")
-
-
-def render_stacked(text: str, entities: Sequence[dict[str, Any]], colors: dict[str, str]) -> str:
-    """Draw the text once with one bar row per layer under it: nested and overlapping entities stay visible.
-
-    The text is cut at every entity boundary. A segment no entity covers is plain text; a covered segment is
-    an inline block with its characters and, below them, one row per layer holding the bar of the entity of
-    that layer that covers it (within a layer entities never overlap). Each entity's first segment carries its
-    short type label, and is at least as wide as the longest label (``.rn-labelled``), so that the labels of
-    short adjacent entities never run into each other; a key before the text names the layer of each row.
-    Labels and the key are drawn by CSS, so the view's text is the report's text. Every piece of report text
-    goes through ``html.escape``.
-    """
-    layer_rows = sorted({int(e["layer"]) for e in entities})
-    cuts = sorted({0, len(text), *(int(e["start"]) for e in entities), *(int(e["end"]) for e in entities)})
-    starting: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for entity in entities:
-        starting[int(entity["start"])].append(entity)
-    parts = [STACKED_CSS, '<div class="rn-view"><div class="rn-text">', _row_key(layer_rows)]
-    covering: dict[int, dict[str, Any]] = {}  # layer -> the entity of that layer over the current segment
-    for start, end in zip(cuts, cuts[1:]):
-        chars = html.escape(text[start:end])
-        covering = {layer: e for layer, e in covering.items() if e["end"] > start}
-        covering.update((int(e["layer"]), e) for e in starting[start])
-        if not covering:
-            parts.append(chars)
-            continue
-        labelled = " rn-labelled" if starting[start] else ""
-        parts.append(f'<span class="rn-seg{labelled}"><span class="rn-chars">{chars}</span>')
-        for layer in layer_rows:
-            entity = covering.get(layer)
-            if entity is None:
-                parts.append('<span class="rn-row"></span>')
-                continue
-            parts.append(_bar(entity, start, end, colors))
-        parts.append("</span>")
-    parts.append("</div>")
-    parts.append(_legend(entities, colors))
-    parts.append("</div>")
-    return "".join(parts)
-
-
-def _row_key(layer_rows: Sequence[int]) -> str:
-    """An empty segment whose rows say which layer each row of bars shows (nothing when there are no entities)."""
-    if not layer_rows:
-        return ""
-    rows = "".join(
-        f'<span class="rn-row"><span class="rn-layer" data-label="capa {layer}"></span></span>' for layer in layer_rows
-    )
-    return f'<span class="rn-seg rn-rowkey" aria-hidden="true"><span class="rn-chars"></span>{rows}</span>'
-
-
-def _bar(entity: dict[str, Any], start: int, end: int, colors: dict[str, str]) -> str:
-    color = colors.get(entity["entity_group"], EXTRA_COLORS[0])
-    first, last = start == entity["start"], end == entity["end"]
-    classes = "rn-bar" + (" rn-first" if first else "") + (" rn-last" if last else "")
-    tooltip = html.escape(
-        f"{entity['entity_group']} · capa {entity['layer']} · {entity['start']}–{entity['end']} · "
-        f"score {entity['score']:.2f}\n{entity['word']}",
-        quote=True,
-    )
-    tint = _tint(color)
-    label = ""
-    if first:  # drawn by CSS from data-label: the view's text (copy, screen readers) stays the report's text
-        short = html.escape(short_label(entity["entity_group"]), quote=True)
-        label = f'<span class="rn-label" data-label="{short}" style="color:{color};background:{tint}"></span>'
-    return (
-        f'<span class="rn-row" title="{tooltip}"><span class="{classes}" '
-        f'style="background:{tint};border-color:{color}"></span>{label}</span>'
-    )
-
-
-def _tint(color: str, alpha: float = 0.14) -> str:
-    """``#rrggbb`` blended over white: an opaque pale shade, so labels that overflow hide what they cover."""
-    channels = [int(color[i : i + 2], 16) for i in (1, 3, 5)]
-    return "#" + "".join(f"{round(255 - alpha * (255 - c)):02x}" for c in channels)
-
-
-def _legend(entities: Sequence[dict[str, Any]], colors: dict[str, str]) -> str:
-    counts = Counter(e["entity_group"] for e in entities)
-    keys = []
-    for name in [*colors, *sorted(set(counts) - set(colors))]:
-        color = colors.get(name, EXTRA_COLORS[0])
-        if counts[name]:
-            keys.append(
-                f'<span class="rn-key"><span class="rn-swatch" style="background:{_tint(color)};border-color:{color}">'
-                f'</span><b style="color:{color}">{html.escape(short_label(name))}</b> {html.escape(name)} '
-                f"({counts[name]})</span>"
-            )
-    layers = sorted({int(e["layer"]) for e in entities})
-    note = (
-        f"{len(entities)} entidades. Una fila de barras por capa (capa {', '.join(map(str, layers))}, de arriba "
-        "abajo); pasa el ratón por una barra para ver tipo, offsets y score."
-    )
-    return f'<div class="rn-legend">{"".join(keys)}</div><div class="rn-note">{html.escape(note)}</div>'
-
-
-def message_html(message: str) -> str:
-    return f'{STACKED_CSS}<div class="rn-view"><div class="rn-message">{html.escape(message)}</div></div>'
 
 
 def layer_view(text: str, entities: Sequence[dict[str, Any]], layer: int) -> dict[str, Any]:
@@ -339,9 +171,11 @@ def analyze(
     )
 
 
-def write_downloads(analysis: Analysis, folder: Path, model_name: str | None = None) -> tuple[Path, Path]:
-    """Write ``entities.json`` (text, model, entities) and brat ``report.ann`` into ``folder``."""
-    write_ann_file = _brat_writer()
+def write_downloads(
+    analysis: Analysis, folder: Path, words: ModuleType, model_name: str | None = None
+) -> tuple[Path, Path]:
+    """Write ``entities.json`` (text, model, entities) and brat ``report.ann`` (``words.ann_text``, the project's
+    one brat writer, which travels with the pipeline's code: see :func:`pipeline_words`) into ``folder``."""
     json_path = folder / "entities.json"
     json_path.write_text(
         json.dumps(
@@ -350,30 +184,16 @@ def write_downloads(analysis: Analysis, folder: Path, model_name: str | None = N
         encoding="utf-8",
     )
     ann_path = folder / "report.ann"
-    write_ann_file(ann_path, analysis.text, analysis.entities)
+    fragments = ((e["entity_group"], [(e["start"], e["end"])]) for e in analysis.entities)
+    ann_path.write_text(words.ann_text(analysis.text, fragments), encoding="utf-8", newline="")
     return json_path, ann_path
 
 
-def _brat_writer() -> Callable[[Path, str, Sequence[dict[str, Any]]], None]:
-    """The project's brat writer when installed, else (on a Space, without the project) :func:`write_ann_inline`."""
-    try:
-        from hf_dataset.brat import Entity, write_ann
-    except ImportError:
-        return write_ann_inline
-
-    def write(path: Path, text: str, entities: Sequence[dict[str, Any]]) -> None:
-        write_ann(path, text, [Entity.from_prediction(e) for e in entities])
-
-    return write
-
-
-def write_ann_inline(path: Path, text: str, entities: Sequence[dict[str, Any]]) -> None:
-    """Same output as ``hf_dataset.brat.write_ann`` for contiguous entities, for a Space without the project."""
-    lines = [
-        f"T{number}\t{e['entity_group']} {e['start']} {e['end']}\t{LINE_BREAKS.sub(' ', text[e['start'] : e['end']])}\n"
-        for number, e in enumerate(entities, start=1)
-    ]
-    path.write_text("".join(lines), encoding="utf-8", newline="")
+def pipeline_words(ner: Any) -> ModuleType:
+    """The ``words`` module beside the pipeline's own code: ``hf_pipeline.words`` with the project installed, the
+    bundle's ``words.py`` on a Space (remote code). It holds the brat writer the project itself uses."""
+    package = type(ner).__module__.rpartition(".")[0]
+    return importlib.import_module(f"{package}.words")
 
 
 def fresh_download_dir(root: Path) -> Path:
@@ -393,6 +213,7 @@ def build_demo(ner: Callable[[str], list[dict[str, Any]]], model_name: str | Non
     layers = list(getattr(ner, "layer_numbers", None) or DEFAULT_LAYERS)
     colors = type_colors(model_types(ner))
     downloads_root = Path(tempfile.gettempdir()) / "radiology-ner-space"
+    words = pipeline_words(ner)
 
     def run(text: str) -> tuple[Any, ...]:
         analysis = analyze(text, ner, layers, colors)
@@ -400,7 +221,9 @@ def build_demo(ner: Callable[[str], list[dict[str, Any]]], model_name: str | Non
             gr.Warning(analysis.message)
         files: tuple[Any, Any] = (None, None)
         if analysis.message is None:
-            files = tuple(str(p) for p in write_downloads(analysis, fresh_download_dir(downloads_root), model_name))
+            files = tuple(
+                str(p) for p in write_downloads(analysis, fresh_download_dir(downloads_root), words, model_name)
+            )
         return (
             analysis.html,
             *(analysis.layers[layer] for layer in layers),

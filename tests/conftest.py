@@ -21,7 +21,7 @@ import torch  # noqa: E402
 
 import hf_pipeline  # noqa: E402
 from hf_dataset import SAMPLE_CORPUS, SPRADIE_TYPES, label_names, read_corpus  # noqa: E402
-from train import build_tiny_model, train_wordpiece  # noqa: E402
+from hf_pipeline.training.base_models import build_tiny_model, train_wordpiece  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 NUBES = REPO.parent / "shared" / "corpora" / "nubes"

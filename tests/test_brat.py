@@ -206,3 +206,29 @@ def test_unreadable_files_and_invalid_annotations_are_reported_together(tmp_path
         message = str(error.value)
         assert "b.txt:1: not valid UTF-8" in message and "c.ann has no .txt" in message
         assert ("a.ann:1: T1: the .ann says 'XXX'" in message) is not skip_invalid
+
+
+def test_links_that_leave_the_corpus_are_refused_and_links_inside_are_read(tmp_path):
+    corpus, elsewhere = tmp_path / "corpus", tmp_path / "elsewhere"
+    corpus.mkdir(), elsewhere.mkdir()
+    (elsewhere / "secret.txt").write_text("host-name-of-a-server\n", encoding="utf-8")
+    (corpus / "real.txt").write_text("Quiste simple.", encoding="utf-8")
+    (corpus / "real.ann").write_text("T1\tFinding 0 13\tQuiste simple\n", encoding="utf-8")
+    (corpus / "inside.txt").symlink_to(corpus / "real.txt")  # a link inside the corpus is fine
+    (corpus / "inside.ann").symlink_to(corpus / "real.ann")
+    assert sorted(doc.id for doc in read_corpus(corpus).documents) == ["inside", "real"]
+    (corpus / "leak.txt").symlink_to(elsewhere / "secret.txt")
+    (corpus / "leak.ann").write_text("", encoding="utf-8")
+    (elsewhere / "folder").mkdir()
+    (elsewhere / "folder" / "r.txt").write_text("x", encoding="utf-8")
+    (elsewhere / "folder" / "r.ann").write_text("", encoding="utf-8")
+    (corpus / "linked-folder").symlink_to(elsewhere / "folder")
+    with pytest.raises(BratError) as error:
+        read_corpus(corpus)
+    message = str(error.value)
+    assert f"{corpus / 'leak.txt'} is a link to {elsewhere / 'secret.txt'}, outside {corpus}" in message
+    assert "delete the link" in message and "host-name" not in message
+    assert "linked-folder" not in message  # a linked folder is not walked into at all
+    (corpus / "leak.txt").unlink()
+    (corpus / "leak.ann").unlink()
+    assert sorted(doc.id for doc in read_corpus(corpus).documents) == ["inside", "real"]

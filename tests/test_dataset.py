@@ -138,6 +138,8 @@ def test_cli_builds_the_bundled_sample_in_a_subprocess(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "train: 24 reports" in result.stdout
+    console = result.stdout + result.stderr
+    assert console.count("| oracle exact F1 |") == 1 and "examples/s" not in console  # one table, no bars
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == [
         "test-00000-of-00001.parquet",
         "train-00000-of-00001.parquet",

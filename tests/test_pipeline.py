@@ -18,9 +18,10 @@ from transformers.pipelines.pt_utils import KeyDataset
 
 import hf_pipeline
 from hf_dataset import SAMPLE_CORPUS, SPRADIE_TYPES, label_names, read_corpus
+from hf_pipeline.bundle import add_int8
 from hf_pipeline.predict import main as predict_main
+from hf_pipeline.training.base_models import build_tiny_model, train_wordpiece
 from hf_pipeline.words import decode_bio, word_spans
-from train import build_tiny_model, train_wordpiece
 
 from .conftest import make_bundle, sample_texts
 
@@ -51,38 +52,6 @@ def assert_well_formed(text: str, entities: list[dict]) -> None:
         assert 0.0 <= entity["score"] <= 1.0 and entity["layer"] in (1, 2, 3)
     keys = [(e["start"], -e["end"], e["layer"]) for e in entities]
     assert keys == sorted(keys)
-
-
-def test_bundle_layout(tiny_bundle):
-    config = json.loads((tiny_bundle / "config.json").read_text())
-    assert config["custom_pipelines"]["radiology-ner"]["impl"] == "radiology_ner.RadiologyNerPipeline"
-    assert config["ner_layers"] == [1, 2, 3]
-    assert (tiny_bundle / "radiology_ner.py").is_file()
-    for layer in ("layer_2", "layer_3"):
-        assert {"config.json", "model.safetensors", "tokenizer.json"} <= {
-            p.name for p in (tiny_bundle / layer).iterdir()
-        }
-
-
-def imported_packages(path: Path) -> tuple[set[str], set[str]]:
-    """The top-level packages a module imports, and the sibling modules it imports relatively."""
-    import ast
-
-    tree = ast.parse(path.read_text())
-    imports = [node for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))]
-    absolute = {n.name.split(".")[0] for node in imports if isinstance(node, ast.Import) for n in node.names}
-    absolute |= {node.module.split(".")[0] for node in imports if isinstance(node, ast.ImportFrom) and not node.level}
-    relative = {node.module for node in imports if isinstance(node, ast.ImportFrom) and node.level}
-    return absolute, relative
-
-
-def test_traveling_modules_import_only_allowed_packages(tiny_bundle):
-    folder = Path(hf_pipeline.__file__).parent
-    absolute, relative = imported_packages(folder / "radiology_ner.py")
-    assert absolute <= {"torch", "transformers", "numpy", "__future__"} | set(sys.stdlib_module_names)
-    assert relative == {"words"} and (tiny_bundle / "words.py").is_file()
-    absolute, relative = imported_packages(folder / "words.py")
-    assert absolute <= {"__future__"} | set(sys.stdlib_module_names) and not relative  # no torch: instant import
 
 
 def predict_in_fresh_process(bundle: Path, cwd: Path) -> list[dict]:
@@ -286,35 +255,6 @@ def test_non_string_inputs_raise_type_error(tiny_bundle):
         ner(["ok", b"bytes"])
 
 
-def test_bundle_whose_layers_disagree_is_refused(tiny_bundle, tmp_path):
-    other = make_bundle(tmp_path / "other", seed=2)
-    broken = shutil.copytree(tiny_bundle, tmp_path / "vocab")
-    model = AutoModelForTokenClassification.from_pretrained(other / "layer_2")
-    model.resize_token_embeddings(model.config.vocab_size + 8)
-    model.save_pretrained(broken / "layer_2")
-    with pytest.raises(ValueError, match="Layer 2 has a vocabulary of"):
-        hf_pipeline.load_pipeline(broken)
-    retokenized = shutil.copytree(tiny_bundle, tmp_path / "tokenizer")
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        (retokenized / "layer_3" / name).unlink()
-    train_wordpiece(["otro vocabulario distinto"], vocab_size=60).save_pretrained(retokenized / "layer_3")
-    with pytest.raises(ValueError, match="tokenizer in layer_3/ has a different vocabulary"):
-        hf_pipeline.load_pipeline(retokenized)
-    relabelled = shutil.copytree(tiny_bundle, tmp_path / "labels")
-    config = json.loads((relabelled / "layer_3" / "config.json").read_text())
-    config["id2label"]["1"], config["label2id"] = "B-Other", {}
-    (relabelled / "layer_3" / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ValueError, match="Layer 3 has labels"):
-        hf_pipeline.load_pipeline(relabelled)
-
-
-def test_missing_layer_folder_is_a_clear_error(tiny_bundle, tmp_path):
-    broken = shutil.copytree(tiny_bundle, tmp_path / "b")
-    shutil.rmtree(broken / "layer_3")
-    with pytest.raises(OSError, match="has no layer_3/config.json"):
-        hf_pipeline.load_pipeline(broken)
-
-
 def test_layers_option_is_validated(tiny_bundle):
     ner = hf_pipeline.load_pipeline(tiny_bundle)
     assert {e["layer"] for e in ner(REPORT, layers=[1, 3])} <= {1, 3}
@@ -381,36 +321,41 @@ def test_default_stride_costs_at_most_a_quarter_more_and_reads_every_word(tiny_b
     assert len(default) > 100 and len(half) > 100  # the overlap's effect is measured by benchmarks/agreement.py
 
 
-def test_int8_quantization_is_opt_in_and_close_to_full_precision(tiny_bundle):
-    full = hf_pipeline.load_pipeline(tiny_bundle)
-    int8 = hf_pipeline.load_pipeline(tiny_bundle, quantize="int8")
-    for model in int8.layer_models:  # every Linear of every layer model is replaced
-        assert not [m for m in model.modules() if type(m) is torch.nn.Linear]
-        assert any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in model.modules())
-    texts = [doc.text for doc in read_corpus(SAMPLE_CORPUS / "test").documents]
-    ours, theirs = int8(texts), full(texts)
-    same = sum(
+def same_entities(ours: list[list[dict]], theirs: list[list[dict]]) -> int:
+    return sum(
         len({json.dumps(without_score(e)) for e in a} & {json.dumps(without_score(e)) for e in b})
         for a, b in zip(ours, theirs)
     )
-    assert same >= 0.95 * sum(map(len, theirs)) > 0  # random weights; a trained bundle: benchmarks/agreement.py
+
+
+def test_int8_runs_onnx_runtime_graphs_close_to_full_precision(tiny_bundle, tmp_path, caplog):
+    """Without graphs in the bundle the pipeline exports them (and says so); add_int8 makes the bundle carry them,
+    and a fresh process loads them through remote code with no export step."""
+    texts = [doc.text for doc in read_corpus(SAMPLE_CORPUS / "test").documents]
+    theirs = hf_pipeline.load_pipeline(tiny_bundle)(texts)
+    with caplog.at_level("WARNING"):
+        exported = hf_pipeline.load_pipeline(tiny_bundle, quantize="int8")
+    assert "carries no int8 graph" in caplog.text and len(exported.int8_models) == 3
+    assert type(exported.int8_models[0]).__name__ == "Int8Model"
+    assert same_entities(exported(texts), theirs) >= 0.95 * sum(map(len, theirs)) > 0  # a trained bundle: agreement.py
+    carrying = shutil.copytree(tiny_bundle, tmp_path / "carrying")
+    graphs = add_int8(carrying)
+    assert [g.relative_to(carrying).as_posix() for g in graphs] == [
+        "onnx/model.int8.onnx", "onnx/layer_2.int8.onnx", "onnx/layer_3.int8.onnx"]  # fmt: skip
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        carried = hf_pipeline.load_pipeline(carrying, quantize="int8")
+    assert "carries no int8 graph" not in caplog.text
+    assert carried(texts) == exported(texts)  # the same graphs, exported once and carried
+    code = (
+        "import json\nfrom transformers import pipeline\n"
+        f"ner = pipeline('radiology-ner', model={str(carrying)!r}, trust_remote_code=True, quantize='int8')\n"
+        f"print(json.dumps(ner({REPORT!r})))"
+    )
+    fresh = run_fresh(code, tmp_path)
+    assert json.loads(fresh.strip().splitlines()[-1]) == json.loads(json.dumps(carried(REPORT)))
     with pytest.raises(ValueError, match="choose one of"):
         hf_pipeline.load_pipeline(tiny_bundle, quantize="int4")
-
-
-def test_shared_bundle_predicts_exactly_what_its_sliced_heads_predict(shared_bundle, tmp_path):
-    from hf_pipeline.bundle import split_shared
-
-    shared = hf_pipeline.load_pipeline(shared_bundle)
-    assert shared.architecture == "shared" and len(shared.layer_models) == 1 and shared.layer_numbers == [1, 2, 3]
-    assert not (shared_bundle / "layer_2").exists() and (shared_bundle / "words.py").is_file()
-    sliced = hf_pipeline.save_bundle(split_shared(shared.model), shared.tokenizer, tmp_path / "sliced")
-    per_layer = hf_pipeline.load_pipeline(sliced)
-    assert per_layer.architecture == "per_layer" and len(per_layer.layer_models) == 3
-    texts = [doc.text for doc in read_corpus(SAMPLE_CORPUS / "test").documents]
-    expected = per_layer(texts)
-    assert {e["layer"] for doc in expected for e in doc} == {1, 2, 3}
-    assert_same_entities(shared(texts), expected)
 
 
 def test_shared_bundle_loads_in_a_fresh_process_and_predicts(shared_bundle, tmp_path, capsys):
@@ -422,12 +367,3 @@ def test_shared_bundle_loads_in_a_fresh_process_and_predicts(shared_bundle, tmp_
     (folder / "r1.txt").write_text(REPORT, encoding="utf-8")
     assert predict_main(["--model", str(shared_bundle), "--input", str(folder), "--output", str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "r1.ann").read_text(encoding="utf-8").count("\n") == len(local)
-
-
-def test_inconsistent_shared_bundle_is_refused(shared_bundle, tmp_path):
-    broken = shutil.copytree(shared_bundle, tmp_path / "broken")
-    config = json.loads((broken / "config.json").read_text())
-    config["ner_layers"] = [1, 2]
-    (broken / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ValueError, match="so its classifier needs 42 outputs, but it has 63"):
-        hf_pipeline.load_pipeline(broken)

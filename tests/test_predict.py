@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -17,7 +16,7 @@ import pytest
 
 import hf_pipeline
 from hf_pipeline.predict import main
-from hf_pipeline.predict_outputs import features
+from hf_pipeline.predict.outputs import features
 
 from .conftest import REPO, sample_texts
 
@@ -123,76 +122,6 @@ def test_no_text_and_manifest(tiny_bundle, reports_parquet, tmp_path, capsys):
     assert cli("--model", tiny_bundle, "--input", reports_parquet, "--output", output, "--format", "parquet",
                "--chunk_size", 50) == 2  # fmt: skip
     assert "chunk_size=100" in capsys.readouterr().err  # a rerun with other settings would mix two chunkings
-
-
-# --- Several processes, interrupted runs ----------------------------------------------------------------------------
-
-
-@pytest.mark.slow
-def test_two_processes_under_accelerate_launch_write_the_single_process_output(tiny_bundle, reports_parquet,
-                                                                               reference, tmp_path):  # fmt: skip
-    output = tmp_path / "two"
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
-    command += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    command += ["--main_process_port", free_port(), *predict_command(tiny_bundle, reports_parquet, output)]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=launch_env(tmp_path), timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert shards(output).equals(reference)  # every chunk once, in order, with the same scores to the last bit
-    manifest = json.loads((output / "manifest.json").read_text())
-    assert manifest["processes"] == 2 and manifest["reports"] == REPORTS and manifest["complete"]
-    assert len(manifest["shards"]) == REPORTS // CHUNK
-
-
-def wait_for_first_shard(process: subprocess.Popen, output: Path, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while not any((output / "data").glob("*.parquet")):
-        assert process.poll() is None, process.communicate()[1][-3000:]
-        assert time.monotonic() < deadline, "no shard was written"
-        time.sleep(0.005)
-
-
-@pytest.mark.slow
-def test_interrupted_two_process_run_resumes_without_redoing_or_duplicating(tiny_bundle, reports_parquet, reference,
-                                                                            tmp_path, capsys):  # fmt: skip
-    output = tmp_path / "interrupted"
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", free_port()]
-    command += predict_command(tiny_bundle, reports_parquet, output)
-    process = subprocess.Popen(command, cwd=REPO, env=launch_env(tmp_path), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
-    wait_for_first_shard(process, output)
-    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: every process of the group gets it
-    _, err = process.communicate(timeout=120)
-    done = sorted((output / "data").glob("*.parquet"))
-    assert 0 < len(done) < REPORTS // CHUNK, "the run was not interrupted midway"
-    assert err.count("interrupted, rerun to resume") == 2 and "KeyboardInterrupt" not in err  # torchrun's own aside
-    assert not json.loads((output / "manifest.json").read_text())["complete"]
-    written = {path: path.stat().st_mtime_ns for path in done}
-    capsys.readouterr()
-    assert main(predict_command(tiny_bundle, reports_parquet, output)[2:]) == 0  # resumed by one process
-    out = capsys.readouterr().out
-    skipped = sum(pq.ParquetFile(path).metadata.num_rows for path in done)
-    assert f"skipped {skipped} report(s)" in out and f"predicted {REPORTS - skipped} report(s)" in out
-    assert {path: path.stat().st_mtime_ns for path in done} == written  # finished shards were not redone
-    result = shards(output)
-    assert result.equals(reference) and len(set(result.column("id").to_pylist())) == REPORTS
-
-
-@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM])
-def test_killed_run_leaves_no_half_shard_and_rerun_gives_the_same_result(tiny_bundle, reports_parquet, reference,
-                                                                         tmp_path, stop):  # fmt: skip
-    output = tmp_path / "killed"
-    command = [sys.executable, *predict_command(tiny_bundle, reports_parquet, output)]
-    process = subprocess.Popen(command, cwd=REPO, env=launch_env(tmp_path), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)  # fmt: skip
-    wait_for_first_shard(process, output)
-    process.send_signal(stop)
-    _, err = process.communicate(timeout=60)
-    assert len(list((output / "data").glob("*.parquet"))) < REPORTS // CHUNK, "the run was not killed midway"
-    if stop == signal.SIGTERM:  # a scheduler's stop: one line, not a traceback
-        assert process.returncode == 2 and err.strip().splitlines()[-1] == "interrupted, rerun to resume"
-    assert main(predict_command(tiny_bundle, reports_parquet, output)[2:]) == 0
-    assert shards(output).equals(reference)
-    assert not list((output / "data").glob("*.tmp"))
 
 
 # --- Inputs ---------------------------------------------------------------------------------------------------------
@@ -416,3 +345,15 @@ def test_a_folder_named_like_a_report_is_not_read_as_one(tiny_bundle, tmp_path, 
     assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.ann")) == [
         "a.ann", "x.txt/inner.ann"
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize("fmt", ["brat", "jsonl", "parquet"])
+def test_a_lone_surrogate_is_one_line_naming_the_row_and_exit_2(tiny_bundle, tmp_path, fmt, capsys):
+    source = tmp_path / "reports.jsonl"
+    lines = ['{"id": "ok", "text": "Quiste simple."}', '{"id": "bad", "text": "Quiste \\ud800 simple."}']
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert cli("--model", tiny_bundle, "--input", source, "--output", tmp_path / "out", "--format", fmt) == 2
+    error = capsys.readouterr().err
+    last = error.strip().splitlines()[-1]  # (after the weight-loading bars)
+    assert "Traceback" not in error and last.startswith("error: ")
+    assert f"{source}:2 (id 'bad')" in last and "lone surrogate (U+D800) at character 7" in last

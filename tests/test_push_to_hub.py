@@ -15,7 +15,8 @@ from huggingface_hub import DatasetCard
 
 from hf_dataset.builder import build
 from hf_dataset.card import export
-from push_to_hub import SCAN_CHUNK, human_size, main, secret_in
+from hf_pipeline.publish_files import human_size
+from push_to_hub import main
 
 from .conftest import NUBES, REPO
 
@@ -241,69 +242,6 @@ def test_private_and_public_together_is_a_usage_error(model_dir):
     with pytest.raises(SystemExit) as exit_info:
         main(["model", "--model_dir", str(model_dir), "--repo_id", "org/m", "--private", "--public", "--dry_run"])
     assert exit_info.value.code == 2
-
-
-# --- secrets ------------------------------------------------------------------------------------------------------
-
-PRIVATE_KEY = (
-    "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmU=\n-----END OPENSSH PRIVATE KEY-----\n"
-)
-
-
-@pytest.mark.parametrize(
-    "name", ["id_ed25519", "id_ecdsa", "server.key", ".env.production", ".aws/credentials", "kaggle.json", ".pypirc"]
-)
-def test_more_secret_files_are_refused(space_dir, capsys, name):
-    (space_dir / name).parent.mkdir(exist_ok=True)
-    (space_dir / name).write_text("secret\n", encoding="utf-8")
-    argv = ["space", "--space_dir", str(space_dir), "--repo_id", "org/demo", "--model_id", "org/m", "--dry_run"]
-    assert main(argv) == 2
-    assert name in capsys.readouterr().err
-
-
-@pytest.mark.parametrize(
-    ("name", "content", "kind"),
-    [
-        ("notes.md", PRIVATE_KEY, "private key"),
-        ("extra.safetensors", "\0\0header" + PRIVATE_KEY, "private key"),
-        ("figure.png", "\x89PNG\0" + FAKE_TOKEN, "access token"),
-        ("vocab.bin", "weights AKIAABCDEFGHIJKLMNOP weights", "AWS access key"),
-    ],
-)
-def test_secrets_inside_any_file_type_are_refused(model_dir, capsys, name, content, kind):
-    (model_dir / name).write_bytes(content.encode("latin-1"))
-    assert main(["model", "--model_dir", str(model_dir), "--repo_id", "org/m", "--dry_run"]) == 2
-    err = capsys.readouterr().err
-    assert name in err and kind in err
-    assert FAKE_TOKEN not in err and "b3BlbnNzaC1rZXkt" not in err
-
-
-def test_a_token_across_two_read_chunks_is_found(tmp_path):
-    path = tmp_path / "big.bin"
-    path.write_bytes(b"\0" * (SCAN_CHUNK - 10) + FAKE_TOKEN.encode() + b"\0" * 100)
-    assert "access token" in secret_in(path)[0]
-    path.write_bytes(b"\0" * (SCAN_CHUNK * 2 + 100))
-    assert secret_in(path) is None
-
-
-def test_link_out_of_the_folder_is_refused(model_dir, tmp_path, capsys):
-    outside = tmp_path / "elsewhere.txt"
-    outside.write_text("not for the Hub\n", encoding="utf-8")
-    (model_dir / "inside_link.json").symlink_to(model_dir / "config.json")
-    assert main(["model", "--model_dir", str(model_dir), "--repo_id", "org/m", "--dry_run"]) == 0
-    capsys.readouterr()
-    (model_dir / "notes.txt").symlink_to(outside)
-    assert main(["model", "--model_dir", str(model_dir), "--repo_id", "org/m", "--dry_run"]) == 2
-    err = capsys.readouterr().err
-    assert "notes.txt is a link to" in err and "outside" in err
-
-
-def test_link_to_a_folder_out_of_the_folder_is_refused(space_dir, tmp_path, capsys):
-    (tmp_path / "home" / ".ssh").mkdir(parents=True)
-    (space_dir / "assets").symlink_to(tmp_path / "home")
-    argv = ["space", "--space_dir", str(space_dir), "--repo_id", "org/demo", "--model_id", "org/m", "--dry_run"]
-    assert main(argv) == 2
-    assert "assets is a link to" in capsys.readouterr().err
 
 
 # --- the Hub: offline, and a server that never answers -------------------------------------------------------------

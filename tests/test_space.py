@@ -19,8 +19,7 @@ from gradio_client.exceptions import AppError
 
 import hf_pipeline
 from hf_dataset import SPRADIE_TYPES
-from hf_dataset.brat import parse_ann
-from hf_pipeline.words import word_spans
+from hf_dataset.brat import Entity, parse_ann, write_ann
 
 REPO = Path(__file__).resolve().parent.parent
 APP_PATH = REPO / "space" / "app.py"
@@ -38,6 +37,7 @@ STARTUP_TIMEOUT_S = 90
 
 
 def load_app():
+    sys.path.insert(0, str(APP_PATH.parent))  # app.py imports render.py beside it, as on a Space
     spec = importlib.util.spec_from_file_location("space_app", APP_PATH)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
@@ -46,6 +46,7 @@ def load_app():
 
 
 app = load_app()
+import render  # noqa: E402  (space/render.py, on the path once the app is loaded)
 
 
 def free_port() -> int:
@@ -134,7 +135,7 @@ def test_analyze_builds_every_view(ner, example_text, tmp_path):
     assert_same_entities(analysis.entities, expected)
     for entity in analysis.entities:
         assert example_text[entity["start"] : entity["end"]] == entity["word"]
-        assert f'data-label="{app.short_label(entity["entity_group"])}"' in analysis.html
+        assert f'data-label="{render.short_label(entity["entity_group"])}"' in analysis.html
         assert entity["entity_group"] in analysis.html  # legend
     assert sum(len(view["entities"]) for view in analysis.layers.values()) == len(expected)
     for layer, view in analysis.layers.items():
@@ -143,7 +144,7 @@ def test_analyze_builds_every_view(ner, example_text, tmp_path):
     assert [row[0] for row in analysis.table] == [e["entity_group"] for e in expected]
     assert [row[1:5] for row in analysis.table] == [[e["word"], e["start"], e["end"], e["layer"]] for e in expected]
 
-    json_path, ann_path = app.write_downloads(analysis, tmp_path, model_name="tiny")
+    json_path, ann_path = app.write_downloads(analysis, tmp_path, app.pipeline_words(ner), model_name="tiny")
     saved = json.loads(json_path.read_text(encoding="utf-8"))
     assert saved["text"] == example_text and saved["model"] == "tiny"
     assert_same_entities(saved["entities"], expected)
@@ -170,7 +171,7 @@ def test_stacked_view_draws_nested_entities_under_one_copy_of_the_text(ner, exam
     ]
     for entity in entities:
         entity["word"] = text[entity["start"] : entity["end"]]
-    drawn = app.render_stacked(text, entities, app.type_colors(list(app.TYPE_COLORS)))
+    drawn = render.render_stacked(text, entities, render.type_colors(list(render.TYPE_COLORS)))
     assert drawn_text(drawn) == text
     # segments [0,8) [8,15) [15,27) [28,36), each with one row per layer (3) under it; one label per entity;
     # the three that start an entity are wide enough for a label; a key before the text names the rows
@@ -185,16 +186,22 @@ def test_stacked_view_draws_nested_entities_under_one_copy_of_the_text(ner, exam
     assert drawn_text(app.analyze(example_text, ner).html) == example_text
 
 
-def test_inline_brat_writer_matches_the_project_writer(tmp_path):
+def test_the_space_writes_brat_with_the_writer_that_travels_with_the_bundle(tiny_bundle, tmp_path, monkeypatch):
+    """Without the project (a Space), the bundle's words.py writes the .ann: byte for byte the project's writer."""
     text = "Quiste\r\nsimple de 3 mm.\nSin\u2028cambios."
     entities = [
         {"entity_group": "Finding", "start": 0, "end": 15, "layer": 1, "score": 0.5, "word": text[0:15]},
         {"entity_group": "Measure", "start": 19, "end": 23, "layer": 1, "score": 0.5, "word": text[19:23]},
         {"entity_group": "Finding", "start": 25, "end": 37, "layer": 2, "score": 0.5, "word": text[25:37]},
     ]
-    app._brat_writer()(tmp_path / "project.ann", text, entities)
-    app.write_ann_inline(tmp_path / "inline.ann", text, entities)
-    assert (tmp_path / "inline.ann").read_bytes() == (tmp_path / "project.ann").read_bytes()
+    write_ann(tmp_path / "project.ann", text, [Entity.from_prediction(e) for e in entities])
+    monkeypatch.setitem(sys.modules, "hf_pipeline", None)
+    remote = app.load_ner(str(tiny_bundle))
+    words = app.pipeline_words(remote)
+    assert words.__name__ != "hf_pipeline.words" and Path(words.__file__).parent != REPO / "hf_pipeline"
+    analysis = app.Analysis(text=text, entities=entities, html="")
+    _, ann_path = app.write_downloads(analysis, tmp_path, words)
+    assert ann_path.read_bytes() == (tmp_path / "project.ann").read_bytes()
 
 
 def test_report_text_is_html_escaped(ner):
@@ -203,7 +210,7 @@ def test_report_text_is_html_escaped(ner):
     assert "&lt;script&gt;" in analysis.html
     fake = [{"entity_group": 'Finding"><img src=x onerror=alert(1)>', "start": 0, "end": 8, "layer": 1}]
     fake[0] |= {"score": 1.0, "word": XSS[:8]}
-    drawn = app.render_stacked(XSS, fake, {})
+    drawn = render.render_stacked(XSS, fake, {})
     assert "<img" not in drawn and "<script" not in drawn
     assert "Finding&quot;&gt;&lt;img" in drawn  # an unknown type still gets its legend entry
 
@@ -273,12 +280,12 @@ def test_client_too_long_is_an_app_error(client):
 
 
 def test_space_mode_without_the_project_code(tiny_bundle, ner, example_text, monkeypatch):
-    """On a Space the project is not installed: the bundle's remote code and the inline brat writer run."""
+    """On a Space the project is not installed: the bundle's remote code runs, its words.py writes brat."""
     monkeypatch.setitem(sys.modules, "hf_pipeline", None)
     monkeypatch.setitem(sys.modules, "hf_dataset.brat", None)
     remote = app.load_ner(str(tiny_bundle))
     assert type(remote).__module__ != "hf_pipeline.radiology_ner"
-    assert app._brat_writer() is app.write_ann_inline
+    assert app.pipeline_words(remote).__name__ == type(remote).__module__.rpartition(".")[0] + ".words"
     demo = app.build_demo(remote, model_name="tiny")
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
@@ -294,118 +301,8 @@ def test_shared_bundle_with_int8_from_the_environment(shared_bundle, example_tex
     shared = app.load_ner(str(shared_bundle))
     assert shared.architecture == "shared" and shared.quantization == "int8"
     assert app.model_types(shared) == list(SPRADIE_TYPES)  # the per-layer labels, not the L1-/L2- block names
-    analysis = app.analyze(example_text, shared, colors=app.type_colors(app.model_types(shared)))
+    analysis = app.analyze(example_text, shared, colors=render.type_colors(app.model_types(shared)))
     assert {e["layer"] for e in analysis.entities} == {1, 2, 3} and set(analysis.layers) == {1, 2, 3}
     monkeypatch.setenv("QUANTIZE", "int4")
     with pytest.raises(SystemExit, match="QUANTIZE='int4': set it to int8"):
         app.load_ner(str(shared_bundle))
-
-
-# --- a real browser ---------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} not found: the browser test needs Debian's chromium (apt-get install chromium).")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=60_000)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
-@pytest.mark.slow
-def test_browser_shows_stacked_entities_escapes_html_and_limits_length(browser, server, ner, example_text):
-    from playwright.sync_api import expect
-
-    page = browser.new_page(viewport={"width": 1200, "height": 900})
-    page.set_default_timeout(30_000)
-    page.goto(server, timeout=60_000)
-    textbox = page.get_by_label("Informe")
-    analyze = page.get_by_role("button", name="Analizar")
-    stacked = page.locator("#stacked-view")
-
-    page.locator("#examples button").first.click()
-    expect(textbox).to_have_value(example_text.replace("\r\n", "\n"))
-    analyze.click()
-    expect(stacked.locator(".rn-legend")).to_be_visible()
-    types = sorted({e["entity_group"] for e in ner(example_text)})
-    assert types, "the tiny bundle predicted nothing for the example; pick another example"
-    for entity_type in types:
-        expect(stacked.locator(".rn-legend")).to_contain_text(entity_type)
-        expect(stacked.locator(f".rn-label[data-label='{app.short_label(entity_type)}']").first).to_be_visible()
-    assert_labels_readable(page, len(ner(example_text)))  # with gradio's own styles around the view
-    expect(page.locator("a[href$='/entities.json']")).to_have_count(1)
-    expect(page.locator("a[href$='/report.ann']")).to_have_count(1)
-    expect(page.get_by_text("no es un producto sanitario").first).to_be_visible()
-
-    textbox.fill(XSS)
-    analyze.click()
-    expect(stacked.locator(".rn-text")).to_have_text(XSS)
-    assert page.evaluate("typeof window.__xss") == "undefined"
-
-    textbox.fill("a" * (app.MAX_CHARS + 1))
-    analyze.click()
-    expect(stacked).to_contain_text("máximo de esta demo es 20.000")
-    page.close()
-
-
-DENSE_TEXT = "Riñón RD 5,4 cm, RI 5,6 cm; DAP 4 mm. No RD ni RI: 5 y 6."
-
-
-def dense_entities(text: str) -> list[dict]:
-    """Every word and mark an entity on every layer, types cycling: the worst case for labels (1-char neighbours)."""
-    types = list(app.TYPE_COLORS)
-    entities = []
-    for index, (start, end) in enumerate(word_spans(text)):
-        for layer in (1, 2, 3):
-            entity_type = types[(index + 3 * layer) % len(types)]
-            entities.append({"entity_group": entity_type, "start": start, "end": end, "layer": layer, "score": 0.5})
-    for entity in entities:
-        entity["word"] = text[entity["start"] : entity["end"]]
-    return entities
-
-
-LABEL_BOXES = """() => {
-    const boxes = [...document.querySelectorAll('.rn-label')].map((label) => {
-        const box = label.getBoundingClientRect();
-        const text = getComputedStyle(label, '::before').content;
-        return {left: box.left, right: box.right, top: box.top, bottom: box.bottom, text: text,
-                clipped: label.scrollWidth > label.clientWidth + 1};
-    });
-    const overlaps = [];
-    boxes.forEach((a, i) => boxes.slice(i + 1).forEach((b) => {
-        if (a.left < b.right - 0.5 && b.left < a.right - 0.5 && a.top < b.bottom - 0.5 && b.top < a.bottom - 0.5) {
-            overlaps.push(a.text + ' / ' + b.text);
-        }
-    }));
-    return {count: boxes.length, overlaps: overlaps, clipped: boxes.filter((b) => b.clipped).map((b) => b.text)};
-}"""
-
-
-def assert_labels_readable(page, expected_count: int) -> None:
-    found = page.evaluate(LABEL_BOXES)
-    assert found["count"] == expected_count
-    assert found["overlaps"] == [], f"labels run into each other: {found['overlaps'][:10]}"
-    assert found["clipped"] == [], f"labels cut: {found['clipped'][:10]}"
-
-
-@pytest.mark.slow
-def test_browser_dense_report_labels_never_run_into_each_other(browser, tmp_path):
-    """Short adjacent entities on every layer: each label is whole and apart from the others; rows name their layer."""
-    from playwright.sync_api import expect
-
-    entities = dense_entities(DENSE_TEXT)
-    drawn = app.render_stacked(DENSE_TEXT, entities, app.type_colors(list(app.TYPE_COLORS)))
-    page = browser.new_page(viewport={"width": 700, "height": 500})
-    page.set_content(f"<!doctype html><meta charset='utf-8'><body>{drawn}</body>")
-    assert_labels_readable(page, len(entities))
-    for layer in (1, 2, 3):
-        expect(page.locator(f".rn-layer[data-label='capa {layer}']")).to_be_visible()
-    assert page.locator(".rn-text").inner_text().replace("\n", "") == DENSE_TEXT.replace("\n", "")
-    page.screenshot(path=str(tmp_path / "dense-report.png"), full_page=True)  # kept under pytest's basetemp
-    page.close()

@@ -21,19 +21,12 @@ import hf_dataset
 from hf_dataset import SAMPLE_CORPUS
 from hf_dataset.card import export
 from hf_pipeline.score import score_folders
+from hf_pipeline.training.arguments import TINY_PRESET, DataArguments, NerTrainingArguments, parse_arguments
+from hf_pipeline.training.base_models import train_wordpiece
+from hf_pipeline.training.data import align_labels, layered_loss, windowed_features, windowed_split
+from hf_pipeline.training.metrics import entity_metrics
+from hf_pipeline.training.trainer import CONSOLE_REPORTS
 from hf_pipeline.words import window_starts
-from train import (
-    TINY_PRESET,
-    DataArguments,
-    NerTrainingArguments,
-    align_labels,
-    entity_metrics,
-    layered_loss,
-    parse_arguments,
-    train_wordpiece,
-    windowed_features,
-    windowed_split,
-)
 from train import main as train_main
 
 from .conftest import REPO, sample_texts
@@ -261,6 +254,23 @@ def test_brat_dir_takes_skip_invalid_discontinuous_and_max_layers(tmp_path):
         train_main([*args, "--skip_invalid", "--max_layers", "2", "--layers", "1", "3", "--output_dir", str(out)])
 
 
+def train_help(flag: str) -> str:
+    result = subprocess.run([sys.executable, "train.py", flag], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+def test_help_fits_one_screen_and_shows_the_projects_options_first():
+    short = train_help("--help")
+    lines = short.splitlines()
+    assert len(lines) <= 50 and max(map(len, lines)) <= 100
+    options = re.findall(r"^  --(\w+)", short, re.MULTILINE)
+    assert options[:3] == ["dataset", "brat_dir", "types"]
+    assert {"decoder", "architecture", "learning_rate"} <= set(options) and "--help_all" in lines[-1]
+    full = train_help("--help_all")
+    assert "--gradient_accumulation_steps" in full and len(full.splitlines()) > 300
+
+
 def test_tiny_log_is_short_and_says_which_layer_trains(tmp_path):
     out = tmp_path / "run"
     command = [sys.executable, "train.py", "--preset", "tiny", "--max_steps", "30", "--output_dir", str(out)]
@@ -269,8 +279,11 @@ def test_tiny_log_is_short_and_says_which_layer_trains(tmp_path):
     console = (result.stdout + result.stderr).replace("\r", "\n")
     for layer in (1, 2, 3):
         assert f"INFO train: training layer {layer}" in console
+        progress = re.findall(rf"INFO train: layer {layer}: step (\d+)/30, epoch", console)  # not a terminal: lines
+        assert 5 <= len(progress) <= CONSOLE_REPORTS + 1 and progress[-1] != progress[0]
     assert "pin_memory" not in console and "Writing model shards" not in console and "{'loss'" not in console
-    assert len(result.stdout.splitlines()) + len(result.stderr.splitlines()) < 40
+    assert "LOAD REPORT" not in console and "[transformers]" not in console
+    assert len(result.stdout.splitlines()) + len(result.stderr.splitlines()) < 40 + 3 * (CONSOLE_REPORTS + 1)
     assert "| test |" in result.stdout and len(_logged_steps(out, "layer 3")) >= 1
 
 

@@ -35,8 +35,8 @@ from typing import Any
 
 from hf_dataset.brat import BratError
 from hf_pipeline.hub import unavailable
-from hf_pipeline.predict_inputs import InputError, Row, RowId, Source, check_ids, open_input
-from hf_pipeline.predict_outputs import (
+from hf_pipeline.predict.inputs import InputError, Row, RowId, Source, check_ids, open_input
+from hf_pipeline.predict.outputs import (
     MANIFEST,
     OutputError,
     Writer,
@@ -364,7 +364,3 @@ def main(argv: list[str] | None = None) -> int:
     if world.rank == 0:
         print(f"predicted {summary.predicted} report(s) into {args.output}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -22,6 +22,7 @@ from typing import Any
 
 from hf_dataset.brat import read_text
 from hf_pipeline.hub import looks_local, unavailable
+from hf_pipeline.words import invalid_text
 
 TABLE_BUILDERS = {".parquet": "parquet", ".csv": "csv", ".json": "json"}  # read by these datasets builders
 FILE_SUFFIXES = (".txt", ".jsonl", ".json", ".parquet", ".csv")
@@ -41,6 +42,11 @@ class Row:
     id: str
     text: str
     where: str
+
+    def __post_init__(self) -> None:
+        problem = invalid_text(self.text)
+        if problem:
+            raise InputError(f"{self.where} (id {self.id!r}): the text has {problem}, then rerun to resume.")
 
 
 @dataclass(frozen=True)

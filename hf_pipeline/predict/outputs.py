@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from hf_dataset.brat import Entity, write_ann
-from hf_pipeline.predict_inputs import Row
+from hf_pipeline.predict.inputs import Row
 
 MANIFEST = "manifest.json"
 JSONL_OUTPUT = "predictions.jsonl"

@@ -1,0 +1,145 @@
+"""One training run: the Trainer set up for a layer's model (or the shared model of every layer), with the loss
+and validation figures of its head (softmax or CRF), a progress bar per model, and a record of what really ran."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+from tqdm.auto import tqdm
+from transformers import AutoModelForTokenClassification, PreTrainedModel, PreTrainedTokenizerBase, Trainer, set_seed
+from transformers.trainer_callback import ProgressCallback
+from transformers.trainer_utils import IntervalStrategy, get_last_checkpoint
+
+from hf_pipeline.training.arguments import DataArguments, ModelArguments, NerTrainingArguments
+from hf_pipeline.training.base_models import base_model
+from hf_pipeline.training.crf import attach_crf, crf_loss, move_crf_to_config
+from hf_pipeline.training.data import LayeredCollator, label_list, layered_loss, windowed_split
+from hf_pipeline.training.metrics import argmax_per_layer, entity_metrics, log_probabilities_per_layer
+
+logger = logging.getLogger("train")
+CONSOLE_REPORTS = 10  # progress lines per model when the console is not a terminal (a log file, CI)
+
+
+class LayerProgress(ProgressCallback):
+    """One progress bar per trained model, its validation figures as the bar's postfix, every log line to the
+    log file (``OUT/train.log``) instead of the console."""
+
+    def __init__(self, title: str) -> None:
+        super().__init__()
+        self.title = title
+
+    def on_train_begin(self, args, state, control, **kwargs) -> None:
+        if state.is_world_process_zero:  # a bar on a terminal; elsewhere (a log file, CI) a line every 10%
+            self.training_bar = tqdm(total=state.max_steps, desc=self.title, dynamic_ncols=True, disable=None)
+        self.current_step = 0
+        self.validation_f1: float | None = None
+        self.next_line = 0
+
+    def on_step_end(self, args, state, control, **kwargs) -> None:
+        super().on_step_end(args, state, control, **kwargs)
+        if self.training_bar is None or not self.training_bar.disable or state.global_step < self.next_line:
+            return
+        self.next_line = state.global_step + max(1, state.max_steps // CONSOLE_REPORTS)
+        figures = f", validation exact F1 {self.validation_f1:.3f}" if self.validation_f1 is not None else ""
+        logger.info(
+            "%s: step %d/%d, epoch %.1f%s", self.title, state.global_step, state.max_steps, state.epoch, figures
+        )
+
+    def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs) -> None:
+        pass  # no second bar for the short validation passes
+
+    def on_log(self, args, state, control, logs=None, **kwargs) -> None:
+        if not state.is_world_process_zero:
+            return
+        logger.debug("%s step %d: %s", self.title, state.global_step, json.dumps(logs))
+        if self.training_bar is not None and "eval_exact_f1" in (logs or {}):
+            self.validation_f1 = logs["eval_exact_f1"]
+            self.training_bar.set_postfix(val_exact_f1=f"{logs['eval_exact_f1']:.3f}")
+
+
+@dataclass
+class TrainedModel:
+    """A fine-tuned model and what its run really did (for the model card)."""
+
+    model: PreTrainedModel
+    layers: list[int]
+    steps: int = 0
+    epochs: float = 0.0
+    warmup_steps: int = 0
+    best_checkpoint: str | None = None
+    best_validation_exact_f1: float | None = None
+
+
+def train_model(
+    layers: list[int],
+    dataset: datasets.DatasetDict,
+    tokenizer: PreTrainedTokenizerBase,
+    data_args: DataArguments,
+    model_args: ModelArguments,
+    training_args: NerTrainingArguments,
+) -> TrainedModel:
+    """Fine-tune (or, with --resume, reload or continue) the classifier of one layer, or the shared model of
+    all ``layers`` (``--architecture shared``)."""
+    shared = model_args.architecture == "shared"
+    name = "shared" if shared else f"layer_{layers[0]}"
+    title = f"layers {', '.join(map(str, layers))} (shared encoder)" if shared else f"layer {layers[0]}"
+    out = Path(training_args.output_dir)
+    final = out / "checkpoints" / name / "final"
+    if model_args.resume and (final / "config.json").is_file():
+        logger.info("%s: already trained, loading %s", title, final)
+        return TrainedModel(AutoModelForTokenClassification.from_pretrained(final), layers, **_run_record(final))
+    logger.info("training %s", title)
+    labels = label_list(dataset)
+    args = copy.copy(training_args)  # a shallow copy keeps the distributed state that was set up once
+    args.output_dir = str(final.parent)
+    if "validation" not in dataset:
+        args.eval_strategy, args.load_best_model_at_end = IntervalStrategy.NO, False
+    train_split, _ = windowed_split(dataset["train"], layers, tokenizer, data_args)
+    evaluated = args.eval_strategy != IntervalStrategy.NO
+    eval_split, documents = (
+        windowed_split(dataset["validation"], layers, tokenizer, data_args) if evaluated else (None, [])
+    )
+    set_seed(args.seed)  # the new head's initial weights: the same run gives the same model
+    model = base_model(model_args, tokenizer, labels, data_args.max_seq_length, layers if shared else None)
+    crf = attach_crf(model, labels, len(layers)) if model_args.decoder == "crf" else None
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_split,
+        eval_dataset=eval_split,
+        processing_class=tokenizer,
+        data_collator=LayeredCollator(tokenizer),
+        compute_loss_func=crf_loss(crf) if crf else layered_loss,
+        compute_metrics=entity_metrics(dataset["validation"], documents, layers, labels, crf) if evaluated else None,
+        preprocess_logits_for_metrics=(log_probabilities_per_layer if crf else argmax_per_layer)(len(layers)),
+    )
+    if not args.disable_tqdm:
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(LayerProgress(title))
+    checkpoint = get_last_checkpoint(args.output_dir) if model_args.resume and os.path.isdir(args.output_dir) else None
+    trainer.train(resume_from_checkpoint=checkpoint)
+    state = trainer.state
+    record = {
+        "steps": state.global_step,
+        "epochs": round(float(state.epoch or 0), 2),
+        "warmup_steps": args.get_warmup_steps(state.max_steps),
+        "best_checkpoint": Path(state.best_model_checkpoint).name if state.best_model_checkpoint else None,
+        "best_validation_exact_f1": state.best_metric if args.load_best_model_at_end else None,
+    }
+    move_crf_to_config(trainer.model)
+    if trainer.is_world_process_zero():
+        trainer.save_model(str(final))
+        (final / "run.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return TrainedModel(trainer.model, layers, **record)
+
+
+def _run_record(final: Path) -> dict[str, Any]:
+    path = final / "run.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
