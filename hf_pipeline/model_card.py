@@ -234,7 +234,8 @@ ner = hf_pipeline.load_pipeline("path/to/bundle")
 Output, per text: a list of dicts with keys `entity_group` (type), `score` (mean word probability), `word`
 (the entity text), `start`, `end` (end-exclusive character offsets: `text[start:end] == word`) and `layer`,
 sorted by (start, -end, layer). Long texts are split into overlapping windows; nothing is truncated. Pass a
-list (or any iterator) to batch texts; `quantize="int8"` runs the model with dynamic int8 quantization on CPU.
+list (or any iterator) to batch texts; `quantize="int8"` runs int8 ONNX graphs with ONNX Runtime on CPU (`onnx/`
+when the repo carries them, else exported on first use; needs `pip install onnxruntime onnx onnxscript`).
 """
 
 

@@ -4,7 +4,7 @@ Run it with a bundle folder or a Hub repo id::
 
     python space/app.py --model runs/tiny/model         # or: MODEL_ID=user/repo python space/app.py
 
-``--model`` wins over ``MODEL_ID``; ``QUANTIZE=int8`` runs the model with dynamic int8 quantization (CPU). The
+``--model`` wins over ``MODEL_ID``; ``QUANTIZE=int8`` runs the model as int8 ONNX graphs (ONNX Runtime, CPU). The
 server honours gradio's own ``GRADIO_SERVER_NAME`` and ``GRADIO_SERVER_PORT``. With this project installed the
 pipeline runs the installed code (``hf_pipeline.load_pipeline``); on a Hugging Face Space it comes from the model
 repo (``trust_remote_code=True``).
@@ -85,7 +85,7 @@ def load_examples(corpus: Path = SAMPLE_CORPUS, limit: int = N_EXAMPLES) -> list
 def load_ner(model: str) -> Callable[[str], list[dict[str, Any]]]:
     """Build the pipeline once: the installed project code if present, else the bundle's own remote code.
 
-    ``QUANTIZE=int8`` in the environment (a Space variable) runs it with dynamic int8 quantization on CPU.
+    ``QUANTIZE=int8`` in the environment (a Space variable) runs it as int8 ONNX graphs on CPU.
     """
     quantize = os.environ.get("QUANTIZE") or None
     if quantize not in (None, "int8"):
