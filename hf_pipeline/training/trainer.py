@@ -28,8 +28,8 @@ CONSOLE_REPORTS = 10  # progress lines per model when the console is not a termi
 
 
 class LayerProgress(ProgressCallback):
-    """One progress bar per trained model, its validation figures as the bar's postfix, every log line to the
-    log file (``OUT/train.log``) instead of the console."""
+    """One progress bar per trained model on a terminal, its validation figures as the bar's postfix; elsewhere (a
+    log file, CI) a console line every tenth of the steps; every Trainer log line goes to ``OUT/train.log``."""
 
     def __init__(self, title: str) -> None:
         super().__init__()
