@@ -114,10 +114,10 @@ def add_int8(bundle_dir: str | Path) -> list[Path]:
     """Export the bundle's models as int8 ONNX graphs into ``bundle_dir/onnx/``, which the pipeline then uses for
     ``quantize="int8"`` with no export step (needs onnxruntime, onnx and onnxscript)."""
     recognizer = load_pipeline(bundle_dir)
-    numbers = recognizer.layer_numbers if recognizer.architecture == "per_layer" else [1]
+    files = int8.graph_files(recognizer.architecture, recognizer.layer_numbers)
     return [
-        int8.export_int8(model, Path(bundle_dir) / int8.int8_file(index, number), recognizer.max_window)
-        for index, (model, number) in enumerate(zip(recognizer.layer_models, numbers))
+        int8.export_int8(model, Path(bundle_dir) / relative, recognizer.max_window)
+        for model, relative in zip(recognizer.layer_models, files)
     ]
 
 

@@ -3,9 +3,9 @@
 It travels with every model bundle. ``pipeline("radiology-ner", ..., quantize="int8")`` runs each layer model (or the
 shared model) as an int8 ONNX graph: weights int8 per output channel, activations quantized on the fly, the VNNI /
 AVX-512 kernels of ONNX Runtime. A bundle may carry the graphs (``onnx/model.int8.onnx`` for the root model,
-``onnx/layer_<k>.int8.onnx`` for the others: :func:`export_int8`), so a user needs no export step; without them the
-pipeline exports once into a temporary folder. Running needs ``onnxruntime``; exporting also needs ``onnx`` and
-``onnxscript`` (``pip install "radiology-ner[int8]"``). Imported only when int8 is asked for.
+``onnx/layer_<k>.int8.onnx`` for the others: :func:`graph_files`, :func:`export_int8`), so a user needs no export
+step; without them the pipeline exports once into a temporary folder. Running needs ``onnxruntime``; exporting
+also needs ``onnx`` and ``onnxscript`` (``pip install "radiology-ner[int8]"``). Imported only when int8 is asked for.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import logging
 import os
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +29,11 @@ INT8_FOLDER = "onnx"
 INPUTS = ("input_ids", "attention_mask")  # what the pipeline feeds every model (no token types)
 
 
-def int8_file(index: int, number: int) -> str:
-    """The graph's path inside a bundle: the root model (layer 1, or the shared model), then ``layer_<k>``."""
-    return f"{INT8_FOLDER}/model.int8.onnx" if index == 0 else f"{INT8_FOLDER}/layer_{number}.int8.onnx"
+def graph_files(architecture: str, layer_numbers: Sequence[int]) -> list[str]:
+    """The paths, inside a bundle, of the int8 graphs of a pipeline's models: the root model (layer 1, or the shared
+    model of every layer), then ``layer_<k>`` for each other layer model."""
+    numbers = [1] if architecture == "shared" else list(layer_numbers)
+    return [f"{INT8_FOLDER}/model.int8.onnx", *(f"{INT8_FOLDER}/layer_{n}.int8.onnx" for n in numbers[1:])]
 
 
 def _onnxruntime() -> Any:
@@ -107,16 +109,16 @@ class Int8Model:
 
 
 def load_int8(
-    models: list[Any], numbers: list[int], source: str, max_length: int, revision: str | None = None
+    models: list[Any], files: list[str], source: str, max_length: int, revision: str | None = None
 ) -> list[Int8Model]:
-    """The int8 graphs of a pipeline's models: the bundle's own (a folder or the Hub repo's files), else exported."""
+    """The int8 graphs of a pipeline's models (``files``: :func:`graph_files`): the bundle's own (a folder or the Hub
+    repo's files), else exported now into a temporary folder."""
     _onnxruntime()
     threads = torch.get_num_threads()
     exported = None
     graphs = []
-    for index, (model, number) in enumerate(zip(models, numbers)):
-        carried = cached_file(source, int8_file(index, number), revision=revision,
-                              _raise_exceptions_for_missing_entries=False)  # fmt: skip
+    for model, relative in zip(models, files):
+        carried = cached_file(source, relative, revision=revision, _raise_exceptions_for_missing_entries=False)
         if carried is None:
             if exported is None:
                 exported = tempfile.mkdtemp(prefix="radiology-ner-int8-")
@@ -124,8 +126,8 @@ def load_int8(
                     "%s carries no int8 graph (%s): exporting one now; save it with the bundle to skip this step "
                     "(hf_pipeline.bundle.add_int8).",
                     source,
-                    int8_file(index, number),
+                    relative,
                 )
-            carried = export_int8(model, Path(exported) / int8_file(index, number), max_length)
+            carried = export_int8(model, Path(exported) / relative, max_length)
         graphs.append(Int8Model(carried, threads))
     return graphs

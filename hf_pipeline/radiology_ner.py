@@ -1,9 +1,9 @@
 """The ``radiology-ner`` pipeline: overlapping entities from one token classifier per layer.
 
 This module travels with every model bundle (it is copied next to ``config.json``, with ``words.py``, its
-torch-free half: words, windows, BIO decoding, and ``crf.py``, the Viterbi decoder of a CRF head) and is loaded by
-``pipeline("radiology-ner", model=..., trust_remote_code=True)``. It therefore imports only torch,
-transformers, numpy, the standard library and ``words.py``.
+torch-free half: words, windows, BIO decoding; ``crf.py``, the Viterbi decoder of a CRF head; ``int8.py``, ONNX
+Runtime for ``quantize="int8"``) and is loaded by ``pipeline("radiology-ner", model=..., trust_remote_code=True)``.
+It therefore imports only torch, transformers, numpy, the standard library and those three modules.
 """
 
 from __future__ import annotations
@@ -109,11 +109,10 @@ class RadiologyNerPipeline(ChunkPipeline):
             raise ValueError(f"quantize={quantize!r}: choose one of {QUANTIZATIONS}, or None for full precision.")
         if self.device.type != "cpu":
             raise ValueError(f"quantize={quantize!r} runs on CPU only; this pipeline is on {self.device}.")
-        from .int8 import load_int8
+        from .int8 import graph_files, load_int8
 
-        numbers = self.layer_numbers if self.architecture == "per_layer" else [1]
-        source = self.model.name_or_path
-        self.int8_models = load_int8(self.layer_models, numbers, source, self.max_window, revision)
+        files = graph_files(self.architecture, self.layer_numbers)
+        self.int8_models = load_int8(self.layer_models, files, self.model.name_or_path, self.max_window, revision)
 
     def _crf_transitions(self) -> list[np.ndarray]:
         """One ``[label, label]`` transition matrix per layer, from each model's config (a shared model lists all)."""
@@ -300,11 +299,8 @@ class RadiologyNerPipeline(ChunkPipeline):
     def _forward(self, model_inputs: dict[str, Any]) -> dict[str, Any]:
         is_last = model_inputs.pop("is_last")
         document = model_inputs.pop("document")
-        models = self.int8_models or [
-            lambda model=model, **inputs: model(**inputs).logits for model in self.layer_models
-        ]
         if self.architecture == "shared":  # one forward; the classifier's outputs are [layer, label] blocks
-            logits = models[0](**model_inputs)
+            logits = self._logits(0, model_inputs)
             batch, length, _ = logits.shape
             probabilities = logits.float().view(batch, length, len(self.layer_numbers), -1).softmax(-1).transpose(1, 2)
         else:
