@@ -23,14 +23,12 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from hf_dataset.entities import Entity, EntityTable, Fragment, fragment_text
 from hf_pipeline.words import ann_text
-
-Fragment = tuple[int, int]
 
 _OTHER_LINE = re.compile(r"^[RAENM#*]")
 _ANNOTATION_START = re.compile(r"^[TRAENM#*][^\t]*\t")
@@ -39,45 +37,16 @@ _WHITESPACE = re.compile(r"\s+")
 SHOWN_PROBLEMS = 20
 
 
-@dataclass(frozen=True, order=True)
-class Entity:
-    """One annotated span; several fragments when discontinuous. Offsets are end-exclusive.
-
-    ``fragments`` are kept as listed; comparison and ordering use (``type``, ``sorted_fragments``).
-    ``line`` is the .ann line the entity was read from (0 when it was not read from a file).
-    """
-
-    type: str
-    fragments: tuple[Fragment, ...] = field(compare=False)
-    id: str = field(default="", compare=False)
-    text: str = field(default="", compare=False)
-    line: int = field(default=0, compare=False, repr=False)
-    sorted_fragments: tuple[Fragment, ...] = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "sorted_fragments", tuple(sorted(self.fragments)))
-
-    @property
-    def start(self) -> int:
-        return self.sorted_fragments[0][0]
-
-    @property
-    def end(self) -> int:
-        return max(end for _, end in self.fragments)
-
-    @classmethod
-    def from_prediction(cls, entity: Mapping[str, Any]) -> Entity:
-        """The entity of one radiology-ner pipeline output dict (``entity_group``, ``start``, ``end``)."""
-        return cls(entity["entity_group"], ((entity["start"], entity["end"]),))
-
-
 @dataclass
 class Document:
-    """One report; ``path`` is its ``.ann`` file (empty when it was not read from a folder)."""
+    """One report; ``path`` is its ``.ann`` file (empty when it was not read from a folder).
+
+    ``entities`` is a list, or, as read from a folder, an :class:`EntityTable` (a sequence of the same entities).
+    """
 
     id: str
     text: str
-    entities: list[Entity]
+    entities: Sequence[Entity]
     path: str = ""
 
 
@@ -147,7 +116,13 @@ def parse_ann(ann_text: str, text: str, path: str) -> tuple[list[Entity], list[P
         whose text differs from the document's slices, or that reuses the id of an earlier line (the
         problem names both lines; the earlier entity is kept).
     """
-    entities: list[Entity] = []
+    table, problems = parse_ann_table(ann_text, text, path)
+    return list(table), problems
+
+
+def parse_ann_table(ann_text: str, text: str, path: str) -> tuple[EntityTable, list[Problem]]:
+    """:func:`parse_ann` into an :class:`EntityTable`: no Python object per entity."""
+    table = EntityTable(text)
     problems: list[Problem] = []
     first_line: dict[str, int] = {}
     for line_number, line in _logical_lines(ann_text.removeprefix("\ufeff")):
@@ -159,12 +134,12 @@ def parse_ann(ann_text: str, text: str, path: str) -> tuple[list[Entity], list[P
             continue
         if entity_id:
             first_line[entity_id] = line_number
-        entity, problem = _parse_t_line(line, text, line_number)
+        parsed, problem = _parse_t_line(line, text)
         if problem:
             problems.append(Problem(path, line_number, problem, entity_id))
-        elif entity:
-            entities.append(entity)
-    return entities, problems
+        elif parsed:
+            table.append(entity_id, *parsed, line_number)
+    return table, problems
 
 
 def _duplicate_id(first: int) -> str:
@@ -181,7 +156,7 @@ def _logical_lines(ann_text: str) -> Iterable[tuple[int, str]]:
     long enough or a line starts a new annotation; the line breaks are kept as they are in the file.
     """
     pending: tuple[int, str] | None = None
-    for number, raw in enumerate(ann_text.split("\n"), start=1):
+    for number, raw in enumerate(_physical_lines(ann_text), start=1):
         if pending and not _ANNOTATION_START.match(raw) and _needs_more_text(pending[1]):
             pending = (pending[0], pending[1] + "\n" + raw)
             continue
@@ -190,6 +165,16 @@ def _logical_lines(ann_text: str) -> Iterable[tuple[int, str]]:
         pending = (number, raw)
     if pending:
         yield pending[0], pending[1].removesuffix("\r")
+
+
+def _physical_lines(text: str) -> Iterator[str]:
+    """``text.split("\\n")``, one line at a time (a large ``.ann`` is not copied into a list of lines)."""
+    start = 0
+    while start <= len(text):
+        end = text.find("\n", start)
+        end = len(text) if end < 0 else end
+        yield text[start:end]
+        start = end + 1
 
 
 def _needs_more_text(line: str) -> bool:
@@ -209,7 +194,8 @@ def _fragments(offsets: str) -> tuple[Fragment, ...]:
     return tuple((int(start), int(end)) for start, end in pairs)
 
 
-def _parse_t_line(line: str, text: str, line_number: int = 0) -> tuple[Entity | None, str | None]:
+def _parse_t_line(line: str, text: str) -> tuple[tuple[str, tuple[Fragment, ...]] | None, str | None]:
+    """(type, fragments) of a valid ``T`` line, or the problem with it."""
     parts = line.split("\t", 2)
     if not line.startswith("T") or len(parts) != 3:
         return None, (
@@ -230,14 +216,14 @@ def _parse_t_line(line: str, text: str, line_number: int = 0) -> tuple[Entity | 
                 f"fragment {start} {end} is empty or outside the text ({len(text)} characters). "
                 "Was the .txt edited after annotation, or read with newline translation?"
             )
-    slices = " ".join(text[start:end] for start, end in fragments)
+    slices = fragment_text(text, fragments)
     if _WHITESPACE.sub(" ", slices).strip() != _WHITESPACE.sub(" ", ann_text).strip():
         return None, (
             f"the .ann says {ann_text.strip()[:60]!r} but the .txt has {slices[:60]!r} "
             f"at {header.group(2)}. "
             "Correct the offsets, or pass --skip_invalid to skip and count such entities."
         )
-    return Entity(header.group(1), fragments, parts[0], slices, line_number), None
+    return (header.group(1), fragments), None
 
 
 def read_corpus(folder: str | Path, skip_invalid: bool = False) -> Corpus:
@@ -284,7 +270,7 @@ def scan_corpus(folder: str | Path) -> Corpus:
         except BratError as error:
             corpus.errors.append(str(error))
             continue
-        entities, found = parse_ann(ann_text, text, str(ann_path))
+        entities, found = parse_ann_table(ann_text, text, str(ann_path))
         doc_id = txt_path.relative_to(folder).with_suffix("").as_posix()
         corpus.documents.append(Document(doc_id, text, entities, str(ann_path)))
         corpus.invalid.extend(found)
@@ -360,12 +346,22 @@ def check_types(corpus: Corpus, types: Sequence[str]) -> None:
     """Move entities whose type is outside ``types`` to ``corpus.invalid`` (kind ``"type"``)."""
     allowed = set(types)
     for doc in corpus.documents:
+        table = doc.entities if isinstance(doc.entities, EntityTable) else EntityTable.of(doc.entities, doc.text)
+        if set(table.type_names) <= allowed:
+            continue
+        outside = [i for i in range(len(table)) if table.type(i) not in allowed]
         corpus.invalid.extend(
-            Problem(doc.path, e.line, f"type {e.type} is not in the label set", e.id, "type", e.type)
-            for e in doc.entities
-            if e.type not in allowed
+            Problem(
+                doc.path,
+                table.lines[i],
+                f"type {table.type(i)} is not in the label set",
+                table.id(i),
+                "type",
+                table.type(i),
+            )
+            for i in outside
         )
-        doc.entities = [e for e in doc.entities if e.type in allowed]
+        doc.entities = table.select(sorted(set(range(len(table))) - set(outside)))
 
 
 def write_ann(path: str | Path, text: str, entities: Iterable[Entity]) -> None:

@@ -14,11 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import numpy as np
+import pyarrow as pa
+from datasets.builder import Key
 from datasets.exceptions import DatasetGenerationError
 
-from hf_dataset.brat import BratError, Corpus, Document, Entity, Problem, check_problems, check_types, scan_corpus
-from hf_dataset.layers import Discontinuous, Encoding, decode, encode, label_names, spans_to_entities
-from hf_pipeline.scoring import score
+from hf_dataset.brat import BratError, Corpus, Document, Problem, check_problems, check_types, scan_corpus
+from hf_dataset.entities import Entity, EntityTable
+from hf_dataset.layers import Discontinuous, label_names
+from hf_dataset.rows import COUNTS, ReportLayers, layer_report, report_row
+from hf_pipeline.scoring import Counts, Report, score
 
 SPRADIE_TYPES = [
     "Anatomical_Entity",
@@ -33,6 +38,7 @@ SPRADIE_TYPES = [
     "Conditional_Temporal",
 ]
 SAMPLE_CORPUS = Path(__file__).parent / "sample_corpus"
+_BUILD_CACHES: list[tempfile.TemporaryDirectory] = []  # the folders built datasets are mapped from, until exit
 SPLIT_FOLDERS = {"train": "train", "dev": "validation", "validation": "validation", "test": "test"}
 
 
@@ -108,29 +114,6 @@ def features(types: Sequence[str], max_layers: int = 3) -> datasets.Features:
     )
 
 
-def to_example(document: Document, encoding: Encoding) -> dict[str, Any]:
-    """One dataset row: words, one tag column per layer, and every entity with its layer (0 = not encoded)."""
-    return {
-        "id": document.id,
-        "text": document.text,
-        "tokens": [document.text[start:end] for start, end in encoding.words],
-        "token_offsets": [list(word) for word in encoding.words],
-        **{f"ner_tags_{k}": tags for k, tags in enumerate(encoding.tags, start=1)},
-        "entities": [
-            {
-                "id": entity.id,
-                "type": entity.type,
-                "start": entity.start,
-                "end": entity.end,
-                "fragments": [list(fragment) for fragment in entity.fragments],
-                "text": entity.text,
-                "layer": layer,
-            }
-            for entity, layer in zip(document.entities, encoding.layer_of)
-        ],
-    }
-
-
 @dataclass
 class SplitStatistics:
     """What the layering did to one split; every entity read is encoded, merged, dropped or invalid."""
@@ -154,49 +137,53 @@ class SplitStatistics:
         values["per_layer"] = {str(k): v for k, v in sorted(self.per_layer.items())}
         return values
 
+    def add(self, document: Document, layers: ReportLayers, root: str | Path | None) -> None:
+        """Count one layered report; its entities that cover no word become invalid (listed, kind layering)."""
+        entities = document.entities
+        assert isinstance(entities, EntityTable)
+        self.reports += 1
+        self.read += len(entities)
+        for name in COUNTS:
+            setattr(self, name, getattr(self, name) + getattr(layers, name))
+        per_type = np.bincount(np.frombuffer(entities.types, np.int32), minlength=len(entities.type_names))
+        self.per_type.update({name: int(n) for name, n in zip(entities.type_names, per_type) if n})
+        self.per_layer.update({k: int(n) for k, n in enumerate(np.bincount(layers.layer_of)) if k and n})
+        uncovered = [
+            Problem(document.path, entities.lines[i], "covers no word", entities.id(i), "layering")
+            for i in layers.uncovered
+        ]
+        self.invalid += len(uncovered)
+        self.skipped += [problem.to_dict(root) for problem in uncovered]
+
 
 @dataclass
 class LayeredSplit:
-    """A split's documents, their encodings and statistics."""
+    """A split's documents and statistics; the statistics are complete once the split has been generated."""
 
     corpus: Corpus
-    encodings: list[Encoding]
     statistics: SplitStatistics
+    oracle: dict[str, Counts] = field(default_factory=dict)
+
+    def finish(self) -> None:
+        """The oracle F1 from the counts of every report: exact and lenient micro F1 of decode(encode(gold))."""
+        self.statistics.oracle = oracle_figures(Report(per_type=self.oracle))
 
 
-def layer_split(
-    corpus: Corpus, types: Sequence[str], max_layers: int, mode: Discontinuous, root: str | Path | None = None
-) -> LayeredSplit:
-    """Encode every document of a split and account for every entity; the oracle scores decode(encode(gold)).
-
-    Skipped annotations are itemised in the statistics with file paths relative to ``root`` (the corpus folder).
-    """
-    encodings = [encode(doc.text, doc.entities, types, max_layers, mode) for doc in corpus.documents]
-    for doc, encoding in zip(corpus.documents, encodings):
-        uncovered = (doc.entities[i] for i in encoding.uncovered)
-        corpus.invalid.extend(Problem(doc.path, e.line, "covers no word", e.id, "layering") for e in uncovered)
-    stats = SplitStatistics(reports=len(corpus.documents), invalid=len(corpus.invalid))
-    stats.skipped = [problem.to_dict(root) for problem in corpus.invalid]
-    for doc, encoding in zip(corpus.documents, encodings):
-        stats.read += len(doc.entities) - len(encoding.uncovered)
-        stats.encoded += encoding.encoded
-        stats.merged += encoding.merged
-        stats.dropped += encoding.dropped
-        stats.misaligned += encoding.misaligned
-        stats.discontinuous += encoding.discontinuous
-        stats.per_type.update(e.type for e in doc.entities)
-        stats.per_layer.update(layer for layer in encoding.layer_of if layer)
-    stats.read += stats.invalid
-    gold = {doc.id: doc.entities for doc in corpus.documents}
-    decoded = {doc.id: spans_to_entities(decode(enc.tags), enc.words) for doc, enc in zip(corpus.documents, encodings)}
-    stats.oracle = oracle_f1(gold, decoded, types)
-    return LayeredSplit(corpus, encodings, stats)
-
-
-def oracle_f1(gold: dict[str, list[Entity]], decoded: dict[str, list[Entity]], types: Sequence[str]) -> dict:
+def oracle_f1(gold: dict[str, Sequence[Entity]], decoded: dict[str, list[Entity]], types: Sequence[str]) -> dict:
     """Exact and lenient F1 of the gold tags decoded back to entities: the ceiling of the layered method."""
-    result = score(gold, decoded, types).to_dict()
+    return oracle_figures(score(gold, decoded, types))
+
+
+def oracle_figures(report: Report) -> dict[str, float]:
+    result = report.to_dict()
     return {"exact_f1": result["exact"]["f1"], "lenient_f1": result["lenient"]["f1"]}
+
+
+def start_split(corpus: Corpus, root: str | Path | None = None) -> LayeredSplit:
+    """A split before layering: its reading problems are counted and itemised (file paths relative to ``root``)."""
+    statistics = SplitStatistics(invalid=len(corpus.invalid), read=len(corpus.invalid))
+    statistics.skipped = [problem.to_dict(root) for problem in corpus.invalid]
+    return LayeredSplit(corpus, statistics)
 
 
 class RadiologyNerConfig(datasets.BuilderConfig):
@@ -223,20 +210,23 @@ class RadiologyNerConfig(datasets.BuilderConfig):
         self.skip_invalid = skip_invalid
 
 
-class RadiologyNer(datasets.GeneratorBasedBuilder):
-    """Brat corpus → one row per report with layered IOB2 tags; ``self.splits`` keeps the statistics."""
+class RadiologyNer(datasets.ArrowBasedBuilder):
+    """Brat corpus → one row per report with layered IOB2 tags; ``self.splits`` keeps the statistics.
+
+    Reading (every problem of every split, before anything is written) happens here; layering happens report by
+    report while the split is generated (:mod:`hf_dataset.rows`), so the statistics are complete after
+    ``download_and_prepare`` (:func:`build` always runs it in a fresh cache).
+    """
 
     BUILDER_CONFIG_CLASS = RadiologyNerConfig
+    DEFAULT_WRITER_BATCH_SIZE = 100  # rows are written 100 at a time: a row is ~13x its report's text
     config: RadiologyNerConfig
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         cfg = self.config
         corpora, self.types = read_splits(cfg.brat_dir, cfg.types, cfg.skip_invalid)
-        self.splits = {
-            name: layer_split(c, self.types, cfg.max_layers, cfg.discontinuous, cfg.brat_dir)
-            for name, c in corpora.items()
-        }
+        self.splits = {name: start_split(corpus, cfg.brat_dir) for name, corpus in corpora.items()}
         self.info.features = features(self.types, self.config.max_layers)
 
     def _info(self) -> datasets.DatasetInfo:
@@ -245,10 +235,17 @@ class RadiologyNer(datasets.GeneratorBasedBuilder):
     def _split_generators(self, dl_manager: Any) -> list[datasets.SplitGenerator]:
         return [datasets.SplitGenerator(name=name, gen_kwargs={"split": name}) for name in self.splits]
 
-    def _generate_examples(self, split: str) -> Iterator[tuple[str, dict[str, Any]]]:
-        layered = self.splits[split]
-        for document, encoding in zip(layered.corpus.documents, layered.encodings):
-            yield document.id, to_example(document, encoding)
+    def _generate_tables(self, split: str) -> Iterator[tuple[Key, pa.Table]]:
+        layered, cfg = self.splits[split], self.config
+        for number, document in enumerate(layered.corpus.documents):
+            entities = document.entities
+            assert isinstance(entities, EntityTable)
+            layers = layer_report(document.text, entities, self.types, cfg.max_layers, cfg.discontinuous)
+            layered.statistics.add(document, layers, cfg.brat_dir)
+            for name, counts in layers.oracle.items():
+                layered.oracle.setdefault(name, Counts()).add(counts)
+            yield Key(0, number), report_row(document.id, document.text, entities, layers, self.info.features)
+        layered.finish()
 
 
 def build(
@@ -258,15 +255,19 @@ def build(
     discontinuous: Discontinuous = "hull",
     skip_invalid: bool = False,
 ) -> tuple[datasets.DatasetDict, RadiologyNer]:
-    """Run the builder in a throw-away cache (so an edited corpus is never served stale).
+    """Run the builder in a fresh cache (so an edited corpus is never served stale) and return its dataset.
+
+    The dataset is memory-mapped from Arrow files, as ``datasets`` serves every dataset, so a large corpus is not
+    held in memory; the cache is a temporary folder (under ``TMPDIR``) removed when the process exits.
 
     Raises:
         BratError: the corpus cannot be read (every problem of every split listed).
         OSError: the cache (under the temporary folder, ``TMPDIR``) cannot be written.
     """
-    with tempfile.TemporaryDirectory() as cache_dir:
+    cache = tempfile.TemporaryDirectory(prefix="radiology-ner-build-")
+    try:
         builder = RadiologyNer(
-            cache_dir=cache_dir,
+            cache_dir=cache.name,
             brat_dir=str(brat_dir) if brat_dir else None,
             types=types,
             max_layers=max_layers,
@@ -274,7 +275,11 @@ def build(
             skip_invalid=skip_invalid,
         )
         _prepare(builder)
-        dataset = builder.as_dataset(in_memory=True)
+        dataset = builder.as_dataset()
+    except BaseException:
+        cache.cleanup()
+        raise
+    _BUILD_CACHES.append(cache)
     return dataset, builder
 
 

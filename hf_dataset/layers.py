@@ -92,9 +92,14 @@ def encode(
     types: Sequence[str],
     max_layers: int = 3,
     mode: Discontinuous = "hull",
+    words: list[tuple[int, int]] | None = None,
 ) -> Encoding:
-    """Give every entity a layer and write each layer as IOB2 tags over the words of ``text``."""
-    words = word_spans(text)
+    """Give every entity a layer and write each layer as IOB2 tags over the words of ``text``.
+
+    ``words``: the words to tag, when not every word of ``text`` (a part of a report that the entities do not
+    leave: see :mod:`hf_dataset.rows`).
+    """
+    words = word_spans(text) if words is None else words
     index_of_words = WordIndex.of(words)
     order = {name: index for index, name in enumerate(types)}
     tags = [["O"] * len(words) for _ in range(max_layers)]

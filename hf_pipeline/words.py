@@ -30,8 +30,9 @@ _LINE_BREAKS = re.compile(r"[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]")
 DEFAULT_STRIDE = 64
 
 
-def word_spans(text: str) -> list[tuple[int, int]]:
-    """Split ``text`` into words and single punctuation marks, as end-exclusive character spans.
+def word_spans(text: str, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:
+    """Split ``text`` (or its characters ``start:end``) into words and single punctuation marks, as end-exclusive
+    character spans of ``text``.
 
     A word is a run of letters (any script) or a run of decimal digits, with their combining marks; a letter
     glued to a digit starts a new word. Every other non-space character is a token of its own. Underscores
@@ -41,7 +42,7 @@ def word_spans(text: str) -> list[tuple[int, int]]:
     >>> [text[s:e] for s, e in word_spans(text)]
     ['Quiste', 'de', '3', ',', '5', 'mm', 'en', 'T', '12', '.']
     """
-    return [match.span() for match in _WORD_RE.finditer(text)]
+    return [match.span() for match in _WORD_RE.finditer(text, start, len(text) if end is None else end)]
 
 
 def invalid_text(text: str) -> str | None:
