@@ -72,10 +72,32 @@ def export_int8(model: torch.nn.Module, path: str | Path, max_length: int) -> Pa
         )
         partial = Path(folder) / path.name
         quantization.quantize_dynamic(
-            str(fp32), str(partial), weight_type=quantization.QuantType.QInt8, per_channel=True
+            str(fp32),
+            str(partial),
+            weight_type=quantization.QuantType.QInt8,
+            per_channel=True,
+            op_types_to_quantize=["MatMul"],
+            nodes_to_exclude=full_precision_matmuls(fp32),
         )
         os.replace(partial, path)  # complete or absent
     return path
+
+
+def full_precision_matmuls(path: str | Path) -> list[str]:
+    """The weighted MatMuls of a graph that stay in full precision: every one that narrows its input (each layer's
+    feed-forward output, whose input comes out of the activation with outliers that a per-tensor int8 scale
+    flattens, and the classifier) and the first that widens it (the first layer's feed-forward input).
+
+    On the quality benchmark's trained bundles this lifts the entities identical to fp32 from 90.2% to 95% (softmax)
+    and from 94.7% to 97% (CRF), for about a quarter more time than quantizing every MatMul (README, Speed on CPU).
+    """
+    graph = importlib.import_module("onnx").load(str(path)).graph
+    shapes = {tensor.name: tuple(tensor.dims) for tensor in graph.initializer}
+    weights = [(node.name, shapes.get(node.input[1], ())) for node in graph.node if node.op_type == "MatMul"]
+    weights = [(name, shape) for name, shape in weights if len(shape) == 2]
+    narrowing = [name for name, (rows, columns) in weights if rows > columns]
+    widening = [name for name, (rows, columns) in weights if rows < columns]
+    return narrowing + widening[:1]
 
 
 @contextlib.contextmanager
