@@ -66,6 +66,7 @@ class EntityTable(Sequence[Entity]):
         self.offsets = array("q")
         self._first = array("q")  # per entity: its first fragment's index (offsets holds two numbers per fragment)
         self._id_parts: list[str] = []
+        self._id_chunks: list[str] = []
         self._ids = ""
         self._id_ends = array("q")
 
@@ -80,8 +81,8 @@ class EntityTable(Sequence[Entity]):
         self.lines.append(line)
         self._id_parts.append(entity_id)
         self._id_ends.append((self._id_ends[-1] if self._id_ends else 0) + len(entity_id))
-        if len(self._id_parts) >= 4096:
-            self._ids += "".join(self._id_parts)  # ids as one string: no object per id
+        if len(self._id_parts) >= 4096:  # ids in strings of 4096: no object per id
+            self._id_chunks.append("".join(self._id_parts))
             self._id_parts.clear()
 
     @classmethod
@@ -120,8 +121,9 @@ class EntityTable(Sequence[Entity]):
         return tuple(zip(pairs[::2], pairs[1::2]))
 
     def id(self, index: int) -> str:
-        if self._id_parts:
-            self._ids += "".join(self._id_parts)
+        if self._id_parts or self._id_chunks:  # one string of every id, joined once when first read
+            self._ids = "".join([self._ids, *self._id_chunks, *self._id_parts])
+            self._id_chunks.clear()
             self._id_parts.clear()
         return self._ids[self._id_ends[index - 1] if index else 0 : self._id_ends[index]]
 
