@@ -349,19 +349,12 @@ def check_types(corpus: Corpus, types: Sequence[str]) -> None:
         table = doc.entities if isinstance(doc.entities, EntityTable) else EntityTable.of(doc.entities, doc.text)
         if set(table.type_names) <= allowed:
             continue
-        outside = [i for i in range(len(table)) if table.type(i) not in allowed]
+        kept = [table.type(i) in allowed for i in range(len(table))]
         corpus.invalid.extend(
-            Problem(
-                doc.path,
-                table.lines[i],
-                f"type {table.type(i)} is not in the label set",
-                table.id(i),
-                "type",
-                table.type(i),
-            )
-            for i in outside
+            Problem(doc.path, table.lines[i], f"type {name} is not in the label set", table.id(i), "type", name)
+            for i, name in ((i, table.type(i)) for i, keep in enumerate(kept) if not keep)
         )
-        doc.entities = table.select(sorted(set(range(len(table))) - set(outside)))
+        doc.entities = table.select(i for i, keep in enumerate(kept) if keep)
 
 
 def write_ann(path: str | Path, text: str, entities: Iterable[Entity]) -> None:

@@ -23,7 +23,7 @@ from hf_dataset.brat import BratError, Corpus, Document, Problem, check_problems
 from hf_dataset.entities import Entity, EntityTable
 from hf_dataset.layers import Discontinuous, label_names
 from hf_dataset.rows import COUNTS, ReportLayers, layer_report, report_row
-from hf_pipeline.scoring import Counts, Report, score
+from hf_pipeline.scoring import Report, score
 
 SPRADIE_TYPES = [
     "Anatomical_Entity",
@@ -162,11 +162,11 @@ class LayeredSplit:
 
     corpus: Corpus
     statistics: SplitStatistics
-    oracle: dict[str, Counts] = field(default_factory=dict)
+    oracle: Report = field(default_factory=Report)
 
     def finish(self) -> None:
         """The oracle F1 from the counts of every report: exact and lenient micro F1 of decode(encode(gold))."""
-        self.statistics.oracle = oracle_figures(Report(per_type=self.oracle))
+        self.statistics.oracle = oracle_figures(self.oracle)
 
 
 def oracle_f1(gold: dict[str, Sequence[Entity]], decoded: dict[str, list[Entity]], types: Sequence[str]) -> dict:
@@ -242,8 +242,7 @@ class RadiologyNer(datasets.ArrowBasedBuilder):
             assert isinstance(entities, EntityTable)
             layers = layer_report(document.text, entities, self.types, cfg.max_layers, cfg.discontinuous)
             layered.statistics.add(document, layers, cfg.brat_dir)
-            for name, counts in layers.oracle.items():
-                layered.oracle.setdefault(name, Counts()).add(counts)
+            layered.oracle.add(layers.oracle)
             yield Key(0, number), report_row(document.id, document.text, entities, layers, self.info.features)
         layered.finish()
 

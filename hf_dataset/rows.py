@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from hf_dataset.entities import EntityTable, fragment_text
 from hf_dataset.layers import Discontinuous, Encoding, decode, encode, label_names, spans_to_entities
-from hf_pipeline.scoring import Counts, score
+from hf_pipeline.scoring import Report, score
 from hf_pipeline.words import word_spans
 
 PART_CHARACTERS = 1 << 16
@@ -32,7 +32,7 @@ _SPACE = re.compile(r"\s")
 @dataclass
 class ReportLayers:
     """A report's words, tags (label ids per layer) and entity layers as arrays, with what layering did to its
-    entities (the counts of :class:`~hf_dataset.layers.Encoding`) and the oracle's counts per type."""
+    entities (the counts of :class:`~hf_dataset.layers.Encoding`) and the oracle's scores of its parts."""
 
     starts: array = field(default_factory=lambda: array("i"))
     ends: array = field(default_factory=lambda: array("i"))
@@ -44,7 +44,7 @@ class ReportLayers:
     misaligned: int = 0
     discontinuous: int = 0
     uncovered: list[int] = field(default_factory=list)  # entity indices in the report
-    oracle: dict[str, Counts] = field(default_factory=dict)
+    oracle: Report = field(default_factory=Report)
 
     def add(self, encoding: Encoding, members: np.ndarray, label_ids: dict[str, int]) -> None:
         """Append one part's encoding; ``members`` are its entities' indices in the report."""
@@ -69,8 +69,7 @@ def layer_report(
         encoding = encode(text, gold, types, max_layers, mode, words=word_spans(text, begin, end))
         layers.add(encoding, members, label_ids)
         decoded = spans_to_entities(decode(encoding.tags), encoding.words)
-        for name, counts in score({"": gold}, {"": decoded}, types).per_type.items():
-            layers.oracle.setdefault(name, Counts()).add(counts)
+        layers.oracle.add(score({"": gold}, {"": decoded}, types))
     return layers
 
 

@@ -188,6 +188,13 @@ class Report:
     documents: int = 0
     missing_predictions: int = 0
 
+    def add(self, other: Report) -> None:
+        """Add another report's counts (of other documents) to these."""
+        for name, counts in other.per_type.items():
+            self.per_type.setdefault(name, Counts()).add(counts)
+        self.documents += other.documents
+        self.missing_predictions += other.missing_predictions
+
     @property
     def total(self) -> Counts:
         total = Counts()
