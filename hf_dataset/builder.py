@@ -19,7 +19,7 @@ import pyarrow as pa
 from datasets.builder import Key
 from datasets.exceptions import DatasetGenerationError
 
-from hf_dataset.brat import BratError, Corpus, Document, Problem, check_problems, check_types, scan_corpus
+from hf_dataset.brat import BratError, Corpus, Problem, check_problems, check_types, scan_corpus
 from hf_dataset.entities import Entity, EntityTable
 from hf_dataset.layers import Discontinuous, label_names
 from hf_dataset.rows import COUNTS, ReportLayers, layer_report, report_row
@@ -137,10 +137,9 @@ class SplitStatistics:
         values["per_layer"] = {str(k): v for k, v in sorted(self.per_layer.items())}
         return values
 
-    def add(self, document: Document, layers: ReportLayers, root: str | Path | None) -> None:
-        """Count one layered report; its entities that cover no word become invalid (listed, kind layering)."""
-        entities = document.entities
-        assert isinstance(entities, EntityTable)
+    def add(self, path: str, entities: EntityTable, layers: ReportLayers, root: str | Path | None) -> None:
+        """Count one layered report (its ``.ann`` at ``path``); its entities that cover no word become invalid
+        (listed, kind layering)."""
         self.reports += 1
         self.read += len(entities)
         for name in COUNTS:
@@ -149,8 +148,7 @@ class SplitStatistics:
         self.per_type.update({name: int(n) for name, n in zip(entities.type_names, per_type) if n})
         self.per_layer.update({k: int(n) for k, n in enumerate(np.bincount(layers.layer_of)) if k and n})
         uncovered = [
-            Problem(document.path, entities.lines[i], "covers no word", entities.id(i), "layering")
-            for i in layers.uncovered
+            Problem(path, entities.lines[i], "covers no word", entities.id(i), "layering") for i in layers.uncovered
         ]
         self.invalid += len(uncovered)
         self.skipped += [problem.to_dict(root) for problem in uncovered]
@@ -241,7 +239,7 @@ class RadiologyNer(datasets.ArrowBasedBuilder):
             entities = document.entities
             assert isinstance(entities, EntityTable)
             layers = layer_report(document.text, entities, self.types, cfg.max_layers, cfg.discontinuous)
-            layered.statistics.add(document, layers, cfg.brat_dir)
+            layered.statistics.add(document.path, entities, layers, cfg.brat_dir)
             layered.oracle.add(layers.oracle)
             yield Key(0, number), report_row(document.id, document.text, entities, layers, self.info.features)
         layered.finish()
