@@ -83,8 +83,7 @@ def quantize_weights(fp32: Path, int8: Path) -> None:
 
     One scale per block of a row, not one per tensor, is what keeps the outliers of the activations (after GELU) from
     flattening everything else: on the quality benchmark's trained bundles it keeps 98% of the entities identical to
-    fp32, where ``quantize_dynamic`` (one scale per batch) kept 90%, for about 1.4x its time on batched lists
-    (README, Speed on CPU).
+    fp32, where ``quantize_dynamic`` (one scale per batch) kept 90% (README, Speed on CPU).
     """
     onnx = importlib.import_module("onnx")
     nbits = importlib.import_module("onnxruntime.quantization.matmul_nbits_quantizer")
