@@ -3,6 +3,7 @@
     python benchmarks/bench_pipeline.py                  # mBERT-base-shaped and tiny bundles, every variant
     python benchmarks/bench_pipeline.py --threads 2 --repeats 3 --sizes base
     python benchmarks/bench_pipeline.py --model runs/quality/model     # a trained bundle instead of random ones
+    python benchmarks/bench_pipeline.py --sizes base --report_mix --repeats 7   # the report mix only, more runs
 
 In one process, one run: builds bundles with random weights through the project's own ``save_bundle`` (no
 download): ``base`` is shaped like mBERT-base (vocabulary 119,547, hidden 768, 12 layers, 12 heads, intermediate
@@ -64,6 +65,7 @@ SHAPES = {
                  max_position_embeddings=128),
 }  # fmt: skip
 LONG_SIZES = (1_000, 4_000, 16_000, 64_000)
+REPORT_MIX = ("reports, one by one", "reports, one list")
 BATCH_SIZE = 32
 
 
@@ -210,8 +212,8 @@ def workloads(tokenizer: Any) -> dict[str, tuple[Callable[[Callable], object], i
         return sum(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
 
     cases: dict[str, tuple[Callable[[Callable], object], int, int]] = {
-        "reports, one by one": (lambda run: [run(t) for t in reports], sum(map(len, reports)), tokens(reports)),
-        "reports, one list": (lambda run: run(reports), sum(map(len, reports)), tokens(reports)),
+        REPORT_MIX[0]: (lambda run: [run(t) for t in reports], sum(map(len, reports)), tokens(reports)),
+        REPORT_MIX[1]: (lambda run: run(reports), sum(map(len, reports)), tokens(reports)),
     }
     for size, text in longs.items():
         cases[f"one text of {size // 1000}k characters"] = (lambda run, t=text: run(t), len(text), tokens([text]))
@@ -246,7 +248,9 @@ def benchmark_size(size: str, args: argparse.Namespace, work: Path, tokenizer: A
     rows = []
     cases = workloads(ours.tokenizer)
     for runner, _ in variants.values():  # warm-up: first calls allocate and pick kernels
-        cases["reports, one list"][0](runner)
+        cases[REPORT_MIX[1]][0](runner)
+    if args.report_mix:
+        cases = {name: cases[name] for name in REPORT_MIX}
     for name, (call, characters, tokens) in cases.items():
         stock_seconds = None
         for variant, (runner, models) in variants.items():
@@ -277,6 +281,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per cell at most; the median is printed")
     parser.add_argument("--budget", type=float, default=30, help="no new run of a cell once it took this many s")
     parser.add_argument("--no_int8", action="store_true", help="leave out the int8 rows")
+    parser.add_argument("--report_mix", action="store_true", help="only the report mix (then more --repeats)")
     parser.add_argument("--output", type=Path, help="also write every row as JSON here")
     args = parser.parse_args(argv)
     if args.threads:

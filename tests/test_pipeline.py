@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import shutil
@@ -14,11 +15,18 @@ import datasets
 import onnx
 import pytest
 import torch
-from transformers import AutoModelForTokenClassification, AutoTokenizer, pipeline
+from transformers import (
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+    BertConfig,
+    BertForTokenClassification,
+    pipeline,
+)
 from transformers.pipelines.pt_utils import KeyDataset
 
 import hf_pipeline
 from hf_dataset import SAMPLE_CORPUS, SPRADIE_TYPES, label_names, read_corpus
+from hf_pipeline import int8
 from hf_pipeline.bundle import add_int8
 from hf_pipeline.predict import main as predict_main
 from hf_pipeline.training.base_models import build_tiny_model, train_wordpiece
@@ -359,6 +367,40 @@ def test_int8_runs_onnx_runtime_graphs_close_to_full_precision(tiny_bundle, tmp_
     assert json.loads(fresh.strip().splitlines()[-1]) == json.loads(json.dumps(carried(REPORT)))
     with pytest.raises(ValueError, match="choose one of"):
         hf_pipeline.load_pipeline(tiny_bundle, quantize="int4")
+
+
+def test_int8_quantizes_the_sensitive_matmuls_per_block_and_the_rest_per_batch(tmp_path):
+    """Four encoder layers: the first two, every feed-forward output and the classifier get per-block activation
+    scales (MatMulNBits), the other MatMuls of layers 3-4 one scale per batch; a graph whose nodes carry no module
+    path is quantized per block everywhere. Exporting leaves the user's logging as it was (ONNX Runtime's quantizer
+    calls logging.basicConfig when imported)."""
+    code = (
+        "import collections, logging, json, onnx, torch\n"
+        "from transformers import BertConfig, BertForTokenClassification\n"
+        "from hf_pipeline.int8 import export_int8\n"
+        "config = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=4, num_attention_heads=2, "
+        "intermediate_size=64, num_labels=5)\n"
+        "torch.manual_seed(0)\n"
+        f"path = export_int8(BertForTokenClassification(config).eval(), {str(tmp_path / 'm.onnx')!r}, 64)\n"
+        "ops = collections.Counter(n.op_type for n in onnx.load(str(path)).graph.node)\n"
+        "print(json.dumps({'ops': ops, 'handlers': len(logging.getLogger().handlers), "
+        "'level': logging.getLogger().level}))"
+    )
+    result = json.loads(run_fresh(code, Path.cwd(), project=True).strip().splitlines()[-1])
+    assert result["ops"]["MatMulNBits"] == 2 * 6 + 2 + 1  # layers 1-2, two feed-forward outputs, the classifier
+    assert result["ops"]["MatMulInteger"] == 2 * 5  # query, key, value, attention output, feed-forward input
+    assert result["ops"].get("MatMul", 0) == 4 * 2  # the attention products, activations by activations
+    assert result["handlers"] == 0 and result["level"] == logging.WARNING
+
+    config = BertConfig(
+        vocab_size=100, hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64
+    )
+    graph = onnx.load(str(int8.export_fp32(BertForTokenClassification(config), tmp_path / "fp32.onnx", 64))).graph
+    per_block, per_batch = int8.split_matmuls(graph)
+    assert (len(per_block), len(per_batch)) == (15, 10)
+    for node in graph.node:
+        del node.metadata_props[:]
+    assert int8.split_matmuls(graph) == (sorted(per_block + per_batch, key=[n.name for n in graph.node].index), [])
 
 
 def test_shared_bundle_loads_in_a_fresh_process_and_predicts(shared_bundle, tmp_path, capsys):
