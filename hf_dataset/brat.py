@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,12 +87,59 @@ class Corpus:
     """The documents of one folder, the annotations that were skipped as invalid, and unreadable files.
 
     ``invalid`` annotations may be skipped (``skip_invalid``); ``errors`` (a ``.txt`` without ``.ann`` or the
-    reverse, a file that is not UTF-8) always stop a build.
+    reverse, a file that is not UTF-8) always stop a build. ``sources`` says where each document was read from
+    (read by :func:`scan_corpus` with ``keep=False``, the corpus keeps only these) and ``type_names`` the entity
+    types of its documents.
     """
 
     documents: list[Document]
     invalid: list[Problem] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    sources: list[Source] = field(default_factory=list)
+    type_names: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where one report is read from, and the size and modification time of its two files when first read."""
+
+    id: str
+    txt: Path
+    ann: Path
+    stamp: tuple[int, ...]
+
+    @classmethod
+    def of(cls, txt: Path, folder: Path) -> Source:
+        ann = txt.with_suffix(".ann")
+        return cls(txt.relative_to(folder).with_suffix("").as_posix(), txt, ann, _stamp(txt, ann))
+
+    def read(self, types: Collection[str] | None = None) -> tuple[Document, list[Problem]]:
+        """The document and its invalid annotations; with ``types``, entities of other types are invalid too.
+
+        Raises:
+            BratError: a file is not UTF-8.
+        """
+        text, ann_text = read_text(self.txt), read_text(self.ann)
+        entities, problems = parse_ann_table(ann_text, text, str(self.ann))
+        if types is not None:
+            entities, outside = _keep_types(entities, types, str(self.ann))
+            problems += outside
+        return Document(self.id, text, entities, str(self.ann)), problems
+
+    def read_again(self, types: Collection[str] | None = None) -> Document:
+        """The document as :meth:`read` gave it, for a second pass over a corpus (its problems were counted in the
+        first).
+
+        Raises:
+            BratError: a file changed since it was first read.
+        """
+        if _stamp(self.txt, self.ann) != self.stamp:
+            raise BratError(f"{self.txt} or {self.ann} changed while the dataset was built from it; build again.")
+        return self.read(types)[0]
+
+
+def _stamp(*paths: Path) -> tuple[int, ...]:
+    return tuple(value for path in paths for value in (path.stat().st_size, path.stat().st_mtime_ns))
 
 
 def read_text(path: Path) -> str:
@@ -242,8 +289,14 @@ def read_corpus(folder: str | Path, skip_invalid: bool = False) -> Corpus:
     return corpus
 
 
-def scan_corpus(folder: str | Path) -> Corpus:
+def scan_corpus(folder: str | Path, types: Collection[str] | None = None, keep: bool = True) -> Corpus:
     """Read what can be read below ``folder``; every problem is collected in the corpus, none is raised.
+
+    Args:
+        folder: the corpus folder.
+        types: the label set; entities of other types are moved to ``Corpus.invalid`` (kind ``"type"``).
+        keep: keep the documents; with ``False`` the corpus keeps each report's :class:`Source` only (read it again
+            with :meth:`Source.read_again`), so that a corpus of many reports is never held in memory whole.
 
     Raises:
         BratError: ``folder`` is not a folder.
@@ -265,14 +318,16 @@ def scan_corpus(folder: str | Path) -> Corpus:
                 for path, target in outside
             ]
             continue
+        source = Source.of(txt_path, folder)
         try:
-            text, ann_text = read_text(txt_path), read_text(ann_path)
+            document, found = source.read(types)
         except BratError as error:
             corpus.errors.append(str(error))
             continue
-        entities, found = parse_ann_table(ann_text, text, str(ann_path))
-        doc_id = txt_path.relative_to(folder).with_suffix("").as_posix()
-        corpus.documents.append(Document(doc_id, text, entities, str(ann_path)))
+        corpus.type_names.update(document.entities.type_names)
+        corpus.sources.append(source)
+        if keep:
+            corpus.documents.append(document)
         corpus.invalid.extend(found)
     if not texts:
         corpus.errors.append(f"{folder} holds no .txt/.ann pairs.")
@@ -342,19 +397,17 @@ def _problem_list(problems: Sequence[Problem]) -> str:
     return f"{len(problems)} invalid annotation(s) in {files} file(s):\n  {shown}{more}"
 
 
-def check_types(corpus: Corpus, types: Sequence[str]) -> None:
-    """Move entities whose type is outside ``types`` to ``corpus.invalid`` (kind ``"type"``)."""
+def _keep_types(table: EntityTable, types: Collection[str], path: str) -> tuple[EntityTable, list[Problem]]:
+    """The entities whose type is in ``types``, and the others as problems (kind ``"type"``)."""
     allowed = set(types)
-    for doc in corpus.documents:
-        table = doc.entities if isinstance(doc.entities, EntityTable) else EntityTable.of(doc.entities, doc.text)
-        if set(table.type_names) <= allowed:
-            continue
-        kept = [table.type(i) in allowed for i in range(len(table))]
-        corpus.invalid.extend(
-            Problem(doc.path, table.lines[i], f"type {name} is not in the label set", table.id(i), "type", name)
-            for i, name in ((i, table.type(i)) for i, keep in enumerate(kept) if not keep)
-        )
-        doc.entities = table.select(i for i, keep in enumerate(kept) if keep)
+    if set(table.type_names) <= allowed:
+        return table, []
+    kept = [table.type(i) in allowed for i in range(len(table))]
+    problems = [
+        Problem(path, table.lines[i], f"type {name} is not in the label set", table.id(i), "type", name)
+        for i, name in ((i, table.type(i)) for i, keep in enumerate(kept) if not keep)
+    ]
+    return table.select(i for i, keep in enumerate(kept) if keep), problems
 
 
 def write_ann(path: str | Path, text: str, entities: Iterable[Entity]) -> None:

@@ -19,7 +19,7 @@ import pyarrow as pa
 from datasets.builder import Key
 from datasets.exceptions import DatasetGenerationError
 
-from hf_dataset.brat import BratError, Corpus, Problem, check_problems, check_types, scan_corpus
+from hf_dataset.brat import BratError, Corpus, Problem, check_problems, scan_corpus
 from hf_dataset.entities import Entity, EntityTable
 from hf_dataset.layers import Discontinuous, label_names
 from hf_dataset.rows import COUNTS, ReportLayers, layer_report, report_row
@@ -59,29 +59,31 @@ def find_splits(brat_dir: str | Path) -> dict[str, Path]:
 
 
 def read_splits(
-    brat_dir: str | Path, types: str | Sequence[str] | None = None, skip_invalid: bool = False
+    brat_dir: str | Path, types: str | Sequence[str] | None = None, skip_invalid: bool = False, keep: bool = True
 ) -> tuple[dict[str, Corpus], list[str]]:
     """Read every split and resolve the label set; fail once, listing every problem of every split.
+
+    Args:
+        keep: keep the documents (else each corpus lists its reports' sources, to be read again: see
+            :func:`~hf_dataset.brat.scan_corpus`).
 
     Returns:
         The corpus of each split (with ``skip_invalid``, its skipped annotations in ``Corpus.invalid``) and the
         label set (see :func:`resolve_types`).
     """
     folders = find_splits(brat_dir)
-    corpora = {split: scan_corpus(folder) for split, folder in folders.items()}
-    names = resolve_types(types, corpora)
-    for corpus in corpora.values():
-        check_types(corpus, names)
+    given = None if types == "auto" else resolve_types(types)
+    corpora = {split: scan_corpus(folder, given, keep) for split, folder in folders.items()}
+    names = given or sorted(set().union(*(corpus.type_names for corpus in corpora.values())))
     check_problems({f"{split} ({folders[split]})": corpus for split, corpus in corpora.items()}, skip_invalid)
     return corpora, names
 
 
-def resolve_types(types: str | Sequence[str] | None, corpora: dict[str, Corpus]) -> list[str]:
-    """``None``: the SpRadIE types; ``"auto"``: every type in the corpus (sorted); else the given list."""
+def resolve_types(types: str | Sequence[str] | None) -> list[str]:
+    """``None``: the SpRadIE types; else the given list (a comma-separated string or a sequence). ``"auto"``,
+    every type in the corpus, is resolved by :func:`read_splits`."""
     if types is None:
         return list(SPRADIE_TYPES)
-    if types == "auto":
-        return sorted({e.type for c in corpora.values() for d in c.documents for e in d.entities})
     names = types.split(",") if isinstance(types, str) else list(types)
     names = [name.strip() for name in names if name.strip()]
     if not names or len(set(names)) != len(names):
@@ -211,9 +213,10 @@ class RadiologyNerConfig(datasets.BuilderConfig):
 class RadiologyNer(datasets.ArrowBasedBuilder):
     """Brat corpus → one row per report with layered IOB2 tags; ``self.splits`` keeps the statistics.
 
-    Reading (every problem of every split, before anything is written) happens here; layering happens report by
-    report while the split is generated (:mod:`hf_dataset.rows`), so the statistics are complete after
-    ``download_and_prepare`` (:func:`build` always runs it in a fresh cache).
+    Reading (every problem of every split, before anything is written) happens here, keeping only where each
+    report is; each report is read again when its split is generated, and layered then (:mod:`hf_dataset.rows`), so
+    a corpus is never in memory whole and the statistics are complete after ``download_and_prepare`` (:func:`build`
+    always runs it in a fresh cache).
     """
 
     BUILDER_CONFIG_CLASS = RadiologyNerConfig
@@ -223,7 +226,7 @@ class RadiologyNer(datasets.ArrowBasedBuilder):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         cfg = self.config
-        corpora, self.types = read_splits(cfg.brat_dir, cfg.types, cfg.skip_invalid)
+        corpora, self.types = read_splits(cfg.brat_dir, cfg.types, cfg.skip_invalid, keep=False)
         self.splits = {name: start_split(corpus, cfg.brat_dir) for name, corpus in corpora.items()}
         self.info.features = features(self.types, self.config.max_layers)
 
@@ -235,7 +238,8 @@ class RadiologyNer(datasets.ArrowBasedBuilder):
 
     def _generate_tables(self, split: str) -> Iterator[tuple[Key, pa.Table]]:
         layered, cfg = self.splits[split], self.config
-        for number, document in enumerate(layered.corpus.documents):
+        for number, source in enumerate(layered.corpus.sources):
+            document = source.read_again(self.types)
             entities = document.entities
             assert isinstance(entities, EntityTable)
             layers = layer_report(document.text, entities, self.types, cfg.max_layers, cfg.discontinuous)
@@ -258,7 +262,8 @@ def build(
     held in memory; the cache is a temporary folder (under ``TMPDIR``) removed when the process exits.
 
     Raises:
-        BratError: the corpus cannot be read (every problem of every split listed).
+        BratError: the corpus cannot be read (every problem of every split listed), or a report changed while it
+            was built.
         OSError: the cache (under the temporary folder, ``TMPDIR``) cannot be written.
     """
     cache = tempfile.TemporaryDirectory(prefix="radiology-ner-build-")
@@ -281,10 +286,11 @@ def build(
 
 
 def _prepare(builder: RadiologyNer) -> None:
-    """Run the builder; a write failure in its cache (a full temporary folder) is raised as the ``OSError`` it is."""
+    """Run the builder; a write failure in its cache (a full temporary folder) is raised as the ``OSError`` it is,
+    a report changed since it was read as the ``BratError`` it is."""
     try:
         builder.download_and_prepare()
     except DatasetGenerationError as error:
-        if isinstance(error.__cause__, OSError):
+        if isinstance(error.__cause__, (OSError, BratError)):
             raise error.__cause__ from None
         raise
