@@ -3,11 +3,10 @@
 It travels with every model bundle. ``pipeline("radiology-ner", ..., quantize="int8")`` runs each layer model (or the
 shared model) as an int8 ONNX graph: weights int8, activations quantized on the fly (per block of each row where one
 scale per batch loses too much, per batch elsewhere), the VNNI / AVX-512 kernels of ONNX Runtime
-(:func:`quantize_weights`). A bundle may carry the graphs
-(``onnx/model.int8.onnx`` for the root model, ``onnx/layer_<k>.int8.onnx`` for the others: :func:`graph_files`,
-:func:`export_int8`), so a user needs no export step; without them the pipeline exports once into a temporary
-folder. Running needs ``onnxruntime``; exporting also needs ``onnx`` and ``onnxscript`` (``pip install
-"radiology-ner[int8]"``). Imported only when int8 is asked for.
+(:func:`quantize_weights`). A bundle may carry the graphs (``onnx/model.int8.onnx`` for the root model,
+``onnx/layer_<k>.int8.onnx`` for the others: :func:`graph_files`, :func:`export_int8`), so a user needs no export
+step; without them the pipeline exports once into a temporary folder. Running needs ``onnxruntime``; exporting
+also needs ``onnx`` and ``onnxscript`` (``pip install "radiology-ner[int8]"``). Imported only when int8 is asked for.
 """
 
 from __future__ import annotations
@@ -136,9 +135,8 @@ def split_matmuls(graph: Any) -> tuple[list[str], list[str]]:
     """The names of the weighted MatMuls that get one activation scale per block of a row, and of the others (one
     scale per batch). Per block: every one that narrows its input (each layer's feed-forward output, whose input
     comes out of GELU with outliers, and the classifier) and every one of the first :data:`PER_BLOCK_LAYERS` encoder
-    layers, whose errors all later layers carry. The layer of a
-    node is read from the module path the exporter records (``...encoder.layer.<n>...``); a graph without it gets
-    per-block scales everywhere.
+    layers, whose errors all later layers carry. The layer of a node is read from the module path the exporter
+    records (``...encoder.layer.<n>...``); a graph without it gets per-block scales everywhere.
 
     Entities identical to fp32 on the quality benchmark's trained MiniLM bundles (softmax / CRF; README, Speed on
     CPU): every MatMul with one scale per batch, 90.2% / 94.7%; this split, 96.8% / 98.0%; every MatMul per block,
