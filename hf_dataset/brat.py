@@ -139,7 +139,8 @@ class Source:
 
 
 def _stamp(*paths: Path) -> tuple[int, ...]:
-    return tuple(value for path in paths for value in (path.stat().st_size, path.stat().st_mtime_ns))
+    stats = [path.stat() for path in paths]
+    return tuple(value for stat in stats for value in (stat.st_size, stat.st_mtime_ns))
 
 
 def read_text(path: Path) -> str:

@@ -104,8 +104,9 @@ class EntityTable(Sequence[Entity]):
             return [self[i] for i in range(*index.indices(len(self)))]
         index = range(len(self))[index]
         fragments = self.fragments(index)
-        entity_type = self.type_names[self.types[index]]
-        return Entity(entity_type, fragments, self.id(index), fragment_text(self.text, fragments), self.lines[index])
+        return Entity(
+            self.type(index), fragments, self.id(index), fragment_text(self.text, fragments), self.lines[index]
+        )
 
     def __iter__(self) -> Iterator[Entity]:
         return (self[i] for i in range(len(self)))

@@ -369,6 +369,9 @@ def test_int8_runs_onnx_runtime_graphs_close_to_full_precision(tiny_bundle, tmp_
         hf_pipeline.load_pipeline(tiny_bundle, quantize="int4")
 
 
+FOUR_LAYERS = dict(vocab_size=100, hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64)
+
+
 def test_int8_quantizes_the_sensitive_matmuls_per_block_and_the_rest_per_batch(tmp_path):
     """Four encoder layers: the first two, every feed-forward output and the classifier get per-block activation
     scales (MatMulNBits), the other MatMuls of layers 3-4 one scale per batch; a graph whose nodes carry no module
@@ -378,8 +381,7 @@ def test_int8_quantizes_the_sensitive_matmuls_per_block_and_the_rest_per_batch(t
         "import collections, logging, json, onnx, torch\n"
         "from transformers import BertConfig, BertForTokenClassification\n"
         "from hf_pipeline.int8 import export_int8\n"
-        "config = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=4, num_attention_heads=2, "
-        "intermediate_size=64, num_labels=5)\n"
+        f"config = BertConfig(**{FOUR_LAYERS!r}, num_labels=5)\n"
         "torch.manual_seed(0)\n"
         f"path = export_int8(BertForTokenClassification(config).eval(), {str(tmp_path / 'm.onnx')!r}, 64)\n"
         "ops = collections.Counter(n.op_type for n in onnx.load(str(path)).graph.node)\n"
@@ -392,15 +394,14 @@ def test_int8_quantizes_the_sensitive_matmuls_per_block_and_the_rest_per_batch(t
     assert result["ops"].get("MatMul", 0) == 4 * 2  # the attention products, activations by activations
     assert result["handlers"] == 0 and result["level"] == logging.WARNING
 
-    config = BertConfig(
-        vocab_size=100, hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64
-    )
-    graph = onnx.load(str(int8.export_fp32(BertForTokenClassification(config), tmp_path / "fp32.onnx", 64))).graph
+    model = BertForTokenClassification(BertConfig(**FOUR_LAYERS))
+    graph = onnx.load(str(int8.export_fp32(model, tmp_path / "fp32.onnx", 64))).graph
     per_block, per_batch = int8.split_matmuls(graph)
     assert (len(per_block), len(per_batch)) == (15, 10)
     for node in graph.node:
         del node.metadata_props[:]
-    assert int8.split_matmuls(graph) == (sorted(per_block + per_batch, key=[n.name for n in graph.node].index), [])
+    everywhere, none = int8.split_matmuls(graph)
+    assert sorted(everywhere) == sorted(per_block + per_batch) and none == []
 
 
 def test_shared_bundle_loads_in_a_fresh_process_and_predicts(shared_bundle, tmp_path, capsys):
