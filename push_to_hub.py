@@ -26,10 +26,8 @@ from typing import Any
 
 import yaml
 from huggingface_hub import DatasetCard, HfApi, ModelCard, SpaceCard, get_token, set_client_factory
-from huggingface_hub.errors import HFValidationError
-from huggingface_hub.utils import validate_repo_id
 
-from hf_pipeline.hub import hub_unreachable, offline_variable
+from hf_pipeline.hub import hub_id_problem, hub_unreachable, offline_variable
 from hf_pipeline.publish_files import (
     EXPECTED_LARGE,
     IGNORE_PATTERNS,
@@ -195,10 +193,15 @@ CHECKS = {"model": check_model, "dataset": check_dataset, "space": check_space}
 
 def make_plan(args: argparse.Namespace) -> Plan:
     """Check the folder for ``args.command`` and return what would be uploaded."""
-    try:
-        validate_repo_id(args.repo_id)
-    except HFValidationError as error:
-        raise CheckFailed(f"--repo_id {args.repo_id!r} is not a Hub repo id ({error}); use ORG/NAME.") from error
+    problem = hub_id_problem(args.repo_id)
+    if problem:
+        raise CheckFailed(f"--repo_id {args.repo_id}: {problem}; use ORG/NAME.")
+    problem = args.model_id and hub_id_problem(args.model_id)
+    if problem:
+        raise CheckFailed(
+            f"--model_id {args.model_id}: {problem}; the Space downloads its model from the Hub: push the bundle "
+            "first (python push_to_hub.py model --model_dir FOLDER --repo_id ORG/NAME) and give ORG/NAME."
+        )
     folder = Path(args.folder)
     files = upload_files(folder) if folder.is_dir() else []
     check_common(folder, files)

@@ -19,7 +19,9 @@ import pyarrow as pa
 from datasets.builder import Key
 from datasets.exceptions import DatasetGenerationError
 
-from hf_dataset.brat import BratError, Corpus, Problem, check_problems, scan_corpus
+from hf_dataset import SAMPLE_CORPUS
+from hf_dataset.ann import Problem
+from hf_dataset.brat import BratError, Corpus, check_problems, scan_corpus
 from hf_dataset.entities import Entity, EntityTable
 from hf_dataset.layers import Discontinuous, label_names
 from hf_dataset.rows import COUNTS, ReportLayers, layer_report, report_row
@@ -37,7 +39,6 @@ SPRADIE_TYPES = [
     "Uncertainty",
     "Conditional_Temporal",
 ]
-SAMPLE_CORPUS = Path(__file__).parent / "sample_corpus"
 _BUILD_CACHES: list[tempfile.TemporaryDirectory] = []  # the folders built datasets are mapped from, until exit
 SPLIT_FOLDERS = {"train": "train", "dev": "validation", "validation": "validation", "test": "test"}
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from hf_dataset.brat import Entity
+from hf_dataset.entities import Entity
 from hf_pipeline.words import Span, decode_bio, word_spans
 
 Discontinuous = Literal["hull", "split"]

@@ -2,7 +2,7 @@
 
 A report is layered in parts of about ``PART_CHARACTERS`` characters, cut at a space that no entity spans:
 entities of different parts share no word, so layering each part alone gives the tags that layering the whole
-report gives (:func:`parts`). The :class:`~hf_dataset.brat.Entity` objects and word lists of one part exist at a
+report gives (:func:`parts`). The :class:`~hf_dataset.entities.Entity` objects and word lists of one part exist at a
 time; words, tags and layers gather in compact arrays (:class:`ReportLayers`), and the row is assembled from them
 as Arrow arrays (:func:`report_row`), with no Python object per word or entity.
 """

@@ -1,25 +1,27 @@
 """Write the model card (``README.md``) of a bundle: Hub metadata, usage, training settings and results.
 
-Uses only ``huggingface_hub`` and the standard library, so it runs wherever a bundle is published from.
+Uses only ``huggingface_hub``, the standard library and light project modules (no torch, transformers or datasets),
+so it runs wherever a bundle is published from.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from hf_dataset import SAMPLE_CORPUS
+from hf_pipeline.hub import is_hub_id
+
 TAGS = ["token-classification", "ner", "nested-ner", "medical", "radiology", "spanish", "custom_code"]
 LOCAL_CORPUS = "local corpus"
 EXAMPLE = "Riñón derecho de 7,2 cm sin dilatación de la vía excretora."
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 
 CITATIONS = """```bibtex
 @inproceedings{solartepabon2021radiology,
   title     = {Information Extraction from {Spanish} Radiology Reports using multilingual {BERT}},
-  author    = {Solarte-Pab{\\'o}n, Oswaldo and Montenegro, Orlando and Blazquez-Herranz, Alvaro and
+  author    = {Solarte-Pab{\\'o}n, Oswaldo and Montenegro, Orlando and Blazquez-Herranz, Alberto and
                Saputro, Hadi and Rodriguez-Gonz{\\'a}lez, Alejandro and Menasalvas, Ernestina},
   booktitle = {Working Notes of CLEF 2021 - Conference and Labs of the Evaluation Forum},
   year      = {2021}
@@ -35,15 +37,6 @@ CITATIONS = """```bibtex
   year      = {2021}
 }
 ```"""
-
-
-def is_hub_id(name: str | None) -> bool:
-    """Whether ``name`` can be a Hub repo id (``name`` or ``owner/name``) rather than a local folder.
-
-    >>> is_hub_id("google-bert/bert-base-multilingual-cased"), is_hub_id("/data/model"), is_hub_id(None)
-    (True, False, False)
-    """
-    return bool(name) and HUB_ID.match(name) is not None and not Path(name).exists()
 
 
 def plain_name(name_or_path: str) -> str:
@@ -84,7 +77,8 @@ def write_model_card(
         labels: the IOB2 label names of the models (``O``, ``B-T``, ``I-T`` ...).
         base_model: the checkpoint the layers were fine-tuned from; ``None`` when trained from scratch
             (the ``tiny`` preset). Only a Hub id goes into the metadata; a local folder is named in the text.
-        dataset: the training dataset (Hub id or local folder); ``None`` for a local brat corpus.
+        dataset: the training dataset (Hub id, local folder, or brat folder such as ``SAMPLE_CORPUS``); ``None``
+            for a local brat corpus. A local path is named by its last part only.
         training: training settings, shown as a table.
         results: ``eval_results.json`` of ``train.py``: ``{split: {"exact": {...}, "lenient": {...}, ...}}``.
         license: the license of the weights: the training data's license (``unknown`` when not known).
@@ -98,8 +92,10 @@ def write_model_card(
     bundle_dir = Path(bundle_dir)
     name = repo_id or (bundle_dir.name if bundle_dir.name != "model" else "radiology-ner")
     hub_dataset, hub_base_model = is_hub_id(dataset), is_hub_id(base_model)
+    training_data = describe_dataset(dataset)
     base_model = plain_name(base_model) if base_model else None
     dataset = plain_name(dataset) if dataset else None
+    modules = sorted(path.name for path in bundle_dir.glob("*.py"))  # what trust_remote_code=True may run
     data = ModelCardData(
         language="es",
         license=license,
@@ -111,7 +107,9 @@ def write_model_card(
         model_name=name.split("/")[-1] if results else None,  # the model-index name
         eval_results=eval_results(results, dataset) if results else None,
     )
-    body = card_body(name, labels, base_model, dataset, training, results, repo_id, architecture, decoder)
+    body = card_body(
+        name, labels, base_model, training_data, training, results, repo_id, architecture, decoder, modules
+    )
     path = bundle_dir / "README.md"
     ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}").save(path)
     return path
@@ -135,21 +133,38 @@ def eval_results(results: dict[str, Any], dataset: str | None) -> list[EvalResul
     ]
 
 
+def describe_dataset(dataset: str | None) -> str:
+    """How the card names the training data: the project's sample, a Hub id or a folder's name.
+
+    >>> describe_dataset("org/reports"), describe_dataset("/data/corpora/reports/"), describe_dataset(None)
+    ('`org/reports`', '`reports`', 'a local brat corpus')
+    """
+    if not dataset:
+        return "a local brat corpus"
+    if not is_hub_id(dataset) and Path(dataset).resolve() == SAMPLE_CORPUS.resolve():
+        return (
+            "the small synthetic sample corpus shipped with the project (`hf_dataset/sample_corpus`, written for "
+            "tests and demos)"
+        )
+    return f"`{plain_name(dataset)}`"
+
+
 def card_body(
     name: str,
     labels: list[str],
     base_model: str | None,
-    dataset: str | None,
+    training_data: str,
     training: dict | None,
     results: dict | None,
     repo_id: str | None,
     architecture: str = "per_layer",
     decoder: str = "softmax",
+    modules: list[str] | None = None,
 ) -> str:
     sections = [
-        overview(name, base_model, dataset, architecture, decoder),
+        overview(name, base_model, training_data, architecture, decoder),
         labels_section(labels),
-        usage(repo_id),
+        usage(repo_id, modules or []),
         training_section(training),
         results_section(results),
         limitations(base_model),
@@ -159,7 +174,7 @@ def card_body(
 
 
 def overview(
-    name: str, base_model: str | None, dataset: str | None, architecture: str = "per_layer", decoder: str = "softmax"
+    name: str, base_model: str | None, training_data: str, architecture: str = "per_layer", decoder: str = "softmax"
 ) -> str:
     origin = (
         f"fine-tuned from `{base_model}`"
@@ -195,7 +210,7 @@ one per nesting *layer*, and a BERT token classifier predicts each layer. The `r
 
 {layout}
 
-Models {origin}; training data: {f"`{dataset}`" if dataset else "a local brat corpus"}.
+Models {origin}; training data: {training_data}.
 """
 
 
@@ -209,8 +224,12 @@ Each layer predicts the IOB2 labels `O`, `B-<type>`, `I-<type>` ({len(labels)} l
 """
 
 
-def usage(repo_id: str | None) -> str:
+def usage(repo_id: str | None, modules: list[str]) -> str:
     model = repo_id or "<repo_id>"
+    code = "this repo's Python code"
+    if modules:
+        names = [f"`{module}`" for module in modules]
+        code = f"this repo's {', '.join(names[:-1])} and {names[-1]}" if len(names) > 1 else f"this repo's {names[0]}"
     return f"""## How to use
 
 ```python
@@ -220,8 +239,8 @@ ner = pipeline("radiology-ner", model="{model}", revision="<commit sha>", trust_
 ner("{EXAMPLE}")
 ```
 
-`trust_remote_code=True` runs this repo's `radiology_ner.py` and `words.py` on your machine: read them first, and pin
-`revision` to the commit you read so that later pushes cannot change the code you run.
+`trust_remote_code=True` runs {code} on your machine: read them first, and pin `revision` to the commit
+you read so that later pushes cannot change the code you run.
 
 With the project installed, no remote code is needed (this also works on a local bundle folder):
 

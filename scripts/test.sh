@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Set up (see scripts/setup.sh) and run the whole test suite offline, slow tests included.
+# The tests that read real brat corpora find them in $RADIOLOGY_NER_CORPORA (default: ../shared/corpora); without
+# them those tests are skipped, or fail under CI=true.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh dev

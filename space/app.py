@@ -296,26 +296,28 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def model_problem(model: str) -> str | None:
-    """Why ``model`` cannot be loaded now (a local path that does not exist, a Hub id offline), in one line.
+def model_problem(model: str, source: str = "--model") -> str | None:
+    """Why ``model`` cannot be loaded now (a local path that does not exist, a Hub id offline), in one line that
+    starts with ``source`` (how it was given); ``None`` when it can.
 
     Uses the project's check when it is installed; on a Space it is not, and the Hub is reachable there.
     """
     try:
-        from hf_pipeline.hub import unavailable
+        from hf_pipeline.hub import UnusableError, check_usable
     except ImportError:
         return None
-    reason = unavailable(model)
-    if reason is None:
-        return None
-    return f"{reason} Give a bundle folder (for example runs/tiny/model), or a Hub repo id online."
+    try:
+        check_usable(model, "model", source, advice="or give a bundle folder (for example runs/tiny/model).")
+    except UnusableError as error:
+        return str(error)
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    problem = model_problem(args.model)
+    problem = model_problem(args.model, args.model_source)
     if problem:
-        print(f"error: {args.model_source}: {problem}", file=sys.stderr)
+        print(f"error: {problem}", file=sys.stderr)
         raise SystemExit(2)
     demo = build_demo(load_ner(args.model), model_name=args.model)
     demo.launch()

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from hf_dataset.brat import BratError, Entity, parse_ann, read_corpus, write_ann
-
-from .conftest import NUBES
+from hf_dataset.ann import parse_ann, write_ann
+from hf_dataset.brat import BratError, read_corpus
+from hf_dataset.entities import Entity
 
 TEXT = "Riñones derecho e izquierdo\tde 7 cm. No hay quiste.\n"
 
@@ -152,8 +152,8 @@ def test_ids_are_relative_paths_without_extension(tmp_path):
     assert read_corpus(tmp_path).documents[0].id == "abdomen/r1"
 
 
-def test_crlf_offsets_on_real_nubes_iula():
-    corpus = read_corpus(NUBES / "IULA+")
+def test_crlf_offsets_on_real_nubes_iula(corpora):
+    corpus = read_corpus(corpora / "nubes" / "IULA+")
     assert len(corpus.documents) == 7 and corpus.invalid == []
     crlf_entities = 0
     for doc in corpus.documents:

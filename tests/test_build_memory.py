@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hf_dataset.brat import BratError, parse_ann_table, read_corpus, write_ann
+from hf_dataset.ann import parse_ann_table, write_ann
+from hf_dataset.brat import BratError, read_corpus
 from hf_dataset.builder import RadiologyNer, _prepare, build
 from hf_dataset.rows import parts
 

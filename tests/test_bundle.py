@@ -21,8 +21,14 @@ from hf_pipeline.crf import TRANSITIONS_KEY, marginals, viterbi
 from hf_pipeline.training.base_models import build_tiny_model, train_wordpiece
 from hf_pipeline.words import decode_bio, word_spans
 
-from .conftest import make_bundle, sample_texts
-from .test_pipeline import REPORT, assert_same_entities, predict_in_fresh_process
+from .helpers import (
+    REPORT,
+    assert_same_entities,
+    assert_stock_tokens,
+    make_bundle,
+    predict_in_fresh_process,
+    sample_texts,
+)
 
 
 def test_bundle_layout(tiny_bundle):
@@ -156,10 +162,10 @@ def test_crf_bundle_decodes_each_layer_by_viterbi_over_its_transitions(tmp_path)
 
 
 def test_crf_bundle_layers_load_in_the_stock_pipeline_and_in_a_fresh_process(tmp_path):
-    models, tokenizer, _ = crf_models()
+    models, tokenizer, labels = crf_models()
     bundle = hf_pipeline.save_bundle(models, tokenizer, tmp_path / "crf")
     for layer in ("", "layer_2"):
-        assert isinstance(pipeline("token-classification", model=str(bundle / layer))(REPORT), list)
+        assert_stock_tokens(REPORT, pipeline("token-classification", model=str(bundle / layer))(REPORT), labels)
     local = hf_pipeline.load_pipeline(bundle)(REPORT)
     assert_same_entities([predict_in_fresh_process(bundle, tmp_path)], [json.loads(json.dumps(local))])
 

@@ -18,9 +18,7 @@ from hf_dataset.__main__ import main as cli
 from hf_dataset.builder import find_splits, read_splits
 from hf_dataset.card import export
 
-from .conftest import NUBES, REPO
-
-CT_EBM = NUBES.parent / "ct-ebm-sp-v2-cases"
+from .helpers import REPO
 
 
 @pytest.fixture(scope="module")
@@ -84,25 +82,25 @@ def test_export_and_load_dataset_round_trip(sample, tmp_path):
     assert stats["train"]["oracle"]["exact_f1"] == builder.splits["train"].statistics.oracle["exact_f1"]
 
 
-def test_nubes_sample_builds_with_types_auto(tmp_path):
-    assert (
-        cli(["build", "--brat_dir", str(NUBES / "SAMPLE-001"), "--types", "auto", "--output_dir", str(tmp_path)]) == 0
-    )
+def test_nubes_sample_builds_with_types_auto(corpora, tmp_path):
+    sample = str(corpora / "nubes" / "SAMPLE-001")
+    assert cli(["build", "--brat_dir", sample, "--types", "auto", "--output_dir", str(tmp_path)]) == 0
     loaded = datasets.load_dataset(str(tmp_path))
     assert len(loaded["train"]) == 96
     assert "B-NegSynMarker" in loaded["train"].features["ner_tags_1"].feature.names
 
 
-def test_default_types_on_a_foreign_corpus_is_a_clear_error(capsys):
-    assert cli(["stats", "--brat_dir", str(NUBES / "IULA+")]) == 2
+def test_default_types_on_a_foreign_corpus_is_a_clear_error(corpora, capsys):
+    assert cli(["stats", "--brat_dir", str(corpora / "nubes" / "IULA+")]) == 2
     message = capsys.readouterr().err
     assert "outside the label set" in message and "--types auto" in message and "NegSynMarker" in message
 
 
-def test_skip_invalid_counts_types_outside_the_label_set(capsys):
-    assert cli(["stats", "--brat_dir", str(NUBES / "IULA+"), "--types", "DISO,BODY", "--skip_invalid", "--json"]) == 0
+def test_skip_invalid_counts_types_outside_the_label_set(corpora, capsys):
+    iula = corpora / "nubes" / "IULA+"
+    assert cli(["stats", "--brat_dir", str(iula), "--types", "DISO,BODY", "--skip_invalid", "--json"]) == 0
     stats = json.loads(capsys.readouterr().out)["train"]
-    total = sum(len(d.entities) for d in read_corpus(NUBES / "IULA+").documents)
+    total = sum(len(d.entities) for d in read_corpus(iula).documents)
     assert stats["read"] == total and stats["invalid"] == total - stats["per_type"]["DISO"] - stats["per_type"]["BODY"]
 
 
@@ -147,11 +145,11 @@ def test_cli_builds_the_bundled_sample_in_a_subprocess(tmp_path):
     ]
 
 
-def test_real_case_reports_read_as_shipped():
+def test_real_case_reports_read_as_shipped(corpora):
     # caso_112 has a T line whose text field runs over 10 physical lines, blank ones included.
-    corpora, _ = read_splits(CT_EBM, "auto")
-    assert {name: len(c.documents) for name, c in corpora.items()} == {"train": 70, "validation": 15, "test": 15}
-    case = next(doc for doc in corpora["test"].documents if doc.id == "caso_112")
+    splits, _ = read_splits(corpora / "ct-ebm-sp-v2-cases", "auto")
+    assert {name: len(c.documents) for name, c in splits.items()} == {"train": 70, "validation": 15, "test": 15}
+    case = next(doc for doc in splits["test"].documents if doc.id == "caso_112")
     long_span = next(e for e in case.entities if e.id == "T15")
     assert long_span.fragments == ((0, 267),) and "\n\n" in case.text[0:267]
 

@@ -13,9 +13,8 @@ import pytest
 from hf_dataset.card import export
 from train import main as train_main
 
-from .conftest import sample_texts
 from .families import FAMILIES, build_base, build_with_head
-from .test_pipeline import run_fresh
+from .helpers import run_fresh, sample_texts
 
 pytestmark = pytest.mark.slow
 HOSTILE_TEXTS = [

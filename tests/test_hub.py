@@ -1,4 +1,5 @@
-"""hf_pipeline.hub: the one quick answer to "can the Hub be used now?", against real local HTTP servers."""
+"""hf_pipeline.hub: the one answer to "can this model or dataset be used now?", against real local HTTP servers and
+a Hub cache that huggingface_hub itself filled from a fake Hub."""
 
 from __future__ import annotations
 
@@ -7,11 +8,14 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from huggingface_hub import constants
 
 from hf_pipeline import hub
+
+from .helpers import fill_hub_cache
 
 
 class _Status(http.server.BaseHTTPRequestHandler):
@@ -81,28 +85,104 @@ def test_offline_mode_answers_without_a_request(monkeypatch):
 
 @pytest.mark.parametrize(
     ("name", "local"),
-    [("org/model", False), ("model", False), ("./model", True), ("/abs/model", True), ("~/model", True),
-     ("a/b/c", True), ("C:\\models\\x", True), ("tests/not-there", True), ("nofolder/model", False)],
+    [("org/model", False), ("model", False), ("PlanTL-GOB-ES/bsc-bio-ehr-es", False), ("./model", True),
+     ("/abs/model", True), ("~/model", True), ("a/b/c", True), ("C:\\models\\x", True), ("C:/models/x", True),
+     ("org/", True), ("/model", True), ("tests/not-there", True), ("nofolder/model", False)],
 )  # fmt: skip
 def test_looks_local(name, local, monkeypatch):
-    monkeypatch.chdir(hub.Path(__file__).resolve().parent.parent)  # "tests/" exists here, "nofolder/" does not
+    monkeypatch.chdir(Path(__file__).resolve().parent.parent)  # "tests/" exists here, "nofolder/" does not
     assert hub.looks_local(name) is local
 
 
-def test_unavailable_accepts_paths_and_cached_repos_and_says_why_otherwise(tmp_path, monkeypatch):
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
-    assert hub.unavailable(str(tmp_path)) is None
-    assert hub.unavailable(str(tmp_path / "missing")) == f"{tmp_path / 'missing'} does not exist."
-    reason = hub.unavailable("org/not-cached")
-    assert reason.startswith("Cannot download 'org/not-cached'") and "HF_HUB_OFFLINE=1" in reason
-    snapshot = tmp_path / "cache" / "datasets--org--cached" / "snapshots" / ("0" * 40)
-    snapshot.mkdir(parents=True)
-    assert hub.unavailable("org/cached", repo_type="dataset") is None
-    assert hub.unavailable("org/cached", repo_type="model") is not None  # a dataset is not a model
+MODEL = "PlanTL-GOB-ES/bsc-bio-ehr-es"  # the id of the bug report: a namespace, a "-" and a "." in the name
+DATASET = "org/radiology-reports"
+REPOS = {
+    ("model", MODEL): {"config.json": b'{"model_type": "bert"}', "vocab.txt": b"[PAD]\n[UNK]\n"},
+    ("dataset", DATASET): {"README.md": b"---\nlicense: other\n---\n", "data/train.parquet": b"PAR1"},
+}
 
 
-def test_unavailable_asks_the_hub_when_online(answering_hub, tmp_path, monkeypatch):
+@pytest.fixture
+def offline_cache(tmp_path, monkeypatch) -> Path:
+    """A Hub cache filled by snapshot_download from a fake Hub, then offline (HF_HUB_OFFLINE=1) with it."""
+    fill_hub_cache(REPOS, tmp_path / "hub-cache", monkeypatch)
+    return tmp_path / "hub-cache"
+
+
+@pytest.mark.parametrize(("name", "kind"), [(MODEL, "model"), (DATASET, "dataset")])
+def test_a_namespaced_id_in_the_hub_cache_is_usable_offline(offline_cache, name, kind):
+    hub.check_usable(name, kind)
+    assert hub.in_hub_cache(name, kind) and hub.is_hub_id(name)
+
+
+def test_a_model_cached_as_a_dataset_is_not_a_cached_model(offline_cache):
+    assert not hub.in_hub_cache(DATASET, "model") and not hub.in_hub_cache(MODEL, "dataset")
+
+
+@pytest.mark.parametrize(("name", "kind"), [("org/not-cached", "model"), (f"{MODEL}-v2", "model"), ("d", "dataset")])
+def test_an_id_not_cached_while_offline_fails_at_once_saying_what_to_do(offline_cache, monkeypatch, name, kind):
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens: a request would fail
+    started = time.monotonic()
+    with pytest.raises(hub.UnusableError) as caught:
+        hub.check_usable(name, kind, option="--base", advice="or run the tiny preset.")
+    assert time.monotonic() - started < 5
+    assert str(caught.value) == (
+        f"--base {name}: no such folder, and the Hub {kind} {name!r} is not in the Hub cache and cannot be downloaded "
+        "now (HF_HUB_OFFLINE=1 is set). Unset HF_HUB_OFFLINE to download it once, or run the tiny preset."
+    )
+
+
+def test_an_id_not_cached_asks_the_hub_when_online(answering_hub, tmp_path, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
-    assert hub.unavailable("org/anything") is None
+    hub.check_usable("org/anything")  # the Hub answers: whoever loads it downloads it
+
+
+def test_an_id_not_cached_and_a_silent_hub_fail_within_the_timeout(silent_hub, tmp_path, monkeypatch):
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    started = time.monotonic()
+    with pytest.raises(hub.UnusableError, match="could not be reached within 0.5 s.*Check the network or HF_ENDPOINT"):
+        hub.check_usable("org/anything", timeout=0.5)
+    assert time.monotonic() - started < 5
+
+
+def test_a_local_folder_is_used_and_a_file_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "org" / "model").mkdir(parents=True)  # a folder named like a Hub id wins
+    for name in (str(tmp_path), "org/model", "org"):
+        hub.check_usable(name)
+    (tmp_path / "weights.bin").write_bytes(b"")
+    with pytest.raises(hub.UnusableError, match="--model_name_or_path weights.bin is a file; give a model folder"):
+        hub.check_usable("weights.bin")
+
+
+@pytest.mark.parametrize("name", ["./x", "runs/x", "../models/x", "runs/x/model", "~/no-such-model", "org/"])
+def test_a_missing_local_path_is_no_such_folder_and_never_sent_to_the_hub(silent_hub, tmp_path, monkeypatch, name):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()  # "runs/x" is a path here, as after a first training run
+    started = time.monotonic()
+    with pytest.raises(hub.UnusableError) as caught:
+        hub.check_usable(name, timeout=30)  # a Hub request would wait on the silent Hub
+    relative = "" if name.startswith("~") else f" (relative to {tmp_path})"
+    assert str(caught.value) == f"--model_name_or_path {name}: no such folder{relative}."
+    assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("name", ["C:\\models\\x", "C:/models/x", "D:\\x"])
+def test_a_windows_path_is_a_local_path(silent_hub, name):
+    with pytest.raises(hub.UnusableError) as caught:
+        hub.check_usable(name, "dataset", option="--dataset", timeout=30)
+    assert str(caught.value) == f"--dataset {name}: no such folder."
+
+
+@pytest.mark.parametrize("name", ["org/my model", "org/na--me", "-org/name", "a" * 97])
+def test_a_name_that_is_neither_a_folder_nor_a_hub_id(silent_hub, name):
+    with pytest.raises(hub.UnusableError, match="no such folder, and not a Hub repo id"):
+        hub.check_usable(name, timeout=30)
+    assert not hub.is_hub_id(name)
+
+
+def test_hub_id_problem_follows_huggingface_hub_and_path_syntax():
+    assert hub.hub_id_problem(MODEL) is None and hub.hub_id_problem("gpt2") is None
+    assert hub.hub_id_problem("runs/tiny/model") == "a local path, not a Hub repo id"
+    assert hub.hub_id_problem("C:\\models\\x") == "a local path, not a Hub repo id"
+    assert hub.hub_id_problem("org/a b").startswith("not a Hub repo id")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hf_dataset.brat import Entity
+from hf_dataset.entities import Entity
 from hf_dataset.layers import WordIndex, decode, encode, is_misaligned, label_names, word_ranges
 from hf_pipeline.words import decode_bio, word_spans
 

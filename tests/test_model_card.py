@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import pytest
 from huggingface_hub import ModelCard
 
+from hf_dataset import SAMPLE_CORPUS
 from hf_pipeline.model_card import entity_types, write_model_card
 
-from .conftest import make_bundle
+from .helpers import make_bundle
 
 LABELS = ["O", "B-Anatomical_Entity", "I-Anatomical_Entity", "B-Finding", "I-Finding", "B-Measure", "I-Measure"]
 TRAINING = {"preset": None, "layers": [1, 2, 3], "learning_rate": 5e-05, "num_train_epochs": 10, "seed": 42}
@@ -138,6 +140,36 @@ def test_save_bundle_writes_a_card_and_keeps_an_existing_one(tiny_bundle, tmp_pa
     (folder / "README.md").write_text("---\nlicense: mit\n---\n\nmine\n", encoding="utf-8")
     make_bundle(folder)
     assert ModelCard.load(folder / "README.md").text.strip() == "mine"
+
+
+def remote_code_files(card_text: str) -> set[str]:
+    """The files the security notice says ``trust_remote_code=True`` runs."""
+    notice = re.search(r"`trust_remote_code=True` runs this repo's (.+?) on your machine", card_text, re.DOTALL)
+    assert notice, "no security notice"
+    return set(re.findall(r"`([^`]+)`", notice.group(1)))
+
+
+def test_the_security_notice_names_exactly_the_python_files_of_the_bundle(tmp_path):
+    bundle = make_bundle(tmp_path / "bundle")  # save_bundle copies the modules, then writes the card
+    modules = {path.name for path in bundle.glob("*.py")}
+    assert {"radiology_ner.py", "words.py", "crf.py", "int8.py"} <= modules
+    assert remote_code_files(ModelCard.load(bundle / "README.md").text) == modules
+    (bundle / "handler.py").write_text("class EndpointHandler: ...\n", encoding="utf-8")  # a module added later
+    assert remote_code_files(ModelCard.load(write_full_card(bundle)).text) == modules | {"handler.py"}
+
+
+def test_the_citation_names_the_papers_authors_as_published(bundle):
+    text = ModelCard.load(write_full_card(bundle)).text
+    assert "Blazquez-Herranz, Alberto and" in text and "Alvaro" not in text
+
+
+@pytest.mark.parametrize("relative", [False, True])
+def test_a_model_trained_on_the_bundled_sample_says_so(bundle, monkeypatch, relative):
+    monkeypatch.chdir(SAMPLE_CORPUS.parent.parent)
+    dataset = "hf_dataset/sample_corpus" if relative else str(SAMPLE_CORPUS)
+    text = ModelCard.load(write_model_card(bundle, labels=LABELS, base_model=None, dataset=dataset)).text
+    assert "training data: the small synthetic sample corpus shipped with the project (`hf_dataset/" in text
+    assert "a local brat corpus" not in text
 
 
 def test_entity_types_keep_label_order():

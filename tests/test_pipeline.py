@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import datasets
@@ -32,24 +29,16 @@ from hf_pipeline.predict import main as predict_main
 from hf_pipeline.training.base_models import build_tiny_model, train_wordpiece
 from hf_pipeline.words import decode_bio, word_spans
 
-from .conftest import make_bundle, sample_texts
-
-REPORT = "Leve dilatación de la pelvis renal del RD, sin quiste. Control en 3 meses."
-
-
-def run_fresh(code: str, cwd: Path, project: bool = False, **env: str) -> str:
-    """Run code in a new interpreter that (unless ``project``) never imports this project; returns stdout."""
-    check = "\nimport sys; assert not any(m.startswith(('hf_pipeline', 'hf_dataset')) for m in sys.modules)"
-    result = subprocess.run(
-        [sys.executable, "-c", code + ("" if project else check)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env={**os.environ, **env},
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
+from .helpers import (
+    REPORT,
+    assert_same_entities,
+    assert_stock_tokens,
+    make_bundle,
+    predict_in_fresh_process,
+    run_fresh,
+    sample_texts,
+    without_score,
+)
 
 
 def assert_well_formed(text: str, entities: list[dict]) -> None:
@@ -61,16 +50,6 @@ def assert_well_formed(text: str, entities: list[dict]) -> None:
         assert 0.0 <= entity["score"] <= 1.0 and entity["layer"] in (1, 2, 3)
     keys = [(e["start"], -e["end"], e["layer"]) for e in entities]
     assert keys == sorted(keys)
-
-
-def predict_in_fresh_process(bundle: Path, cwd: Path) -> list[dict]:
-    """REPORT's entities from ``pipeline("radiology-ner", trust_remote_code=True)`` in a process without the project."""
-    code = (
-        "import json\nfrom transformers import pipeline\n"
-        f"ner = pipeline('radiology-ner', model={str(bundle)!r}, trust_remote_code=True)\n"
-        f"print(json.dumps(ner({REPORT!r})))"
-    )
-    return json.loads(run_fresh(code, cwd).strip().splitlines()[-1])
 
 
 def test_fresh_process_loads_folder_with_trust_remote_code(tiny_bundle, tmp_path):
@@ -120,7 +99,7 @@ def test_hub_repo_id_from_cache_loads_every_layer_at_the_given_revision(tiny_bun
 @pytest.mark.parametrize("layer", ["", "layer_2", "layer_3"])
 def test_each_layer_works_alone_in_the_stock_pipeline(tiny_bundle, layer):
     stock = pipeline("token-classification", model=str(tiny_bundle / layer))
-    assert isinstance(stock(REPORT), list)
+    assert_stock_tokens(REPORT, stock(REPORT), label_names(SPRADIE_TYPES))  # the labels make_bundle gives
     assert len(stock.tokenizer) == len(AutoTokenizer.from_pretrained(tiny_bundle))
 
 
@@ -243,17 +222,6 @@ def test_batch_list_generator_and_single_calls_agree(tiny_bundle):
     key_dataset = KeyDataset(datasets.Dataset.from_dict({"text": texts}), "text")
     for batched in (ner(texts, batch_size=4), list(ner((t for t in texts), batch_size=3)), list(ner(key_dataset))):
         assert_same_entities(batched, single)
-
-
-def assert_same_entities(results: list[list[dict]], expected: list[list[dict]]) -> None:
-    """The same entities in the same order, scores equal up to padding noise."""
-    assert [[without_score(e) for e in doc] for doc in results] == [[without_score(e) for e in doc] for doc in expected]
-    scores = [e["score"] for doc in results for e in doc]
-    assert scores == pytest.approx([e["score"] for doc in expected for e in doc], abs=1e-5)
-
-
-def without_score(entity: dict) -> dict:
-    return {key: value for key, value in entity.items() if key != "score"}
 
 
 def test_non_string_inputs_raise_type_error(tiny_bundle):

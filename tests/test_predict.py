@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,75 +14,11 @@ import pyarrow.parquet as pq
 import pytest
 
 import hf_pipeline
-from hf_pipeline.predict import main
 from hf_pipeline.predict.outputs import features
 
-from .conftest import REPO, sample_texts
+from .helpers import REPO, REPORTS, cli, fill_hub_cache, launch_env, repo_files, shards, synthetic_reports
 
-REPORTS = 300
-CHUNK = 25
-
-
-def synthetic_reports(count: int = REPORTS) -> list[dict[str, str]]:
-    """Reports of one to several sentences of the sample corpus; some need several windows of the tiny model."""
-    sentences = [s.strip() + "." for text in sample_texts() for s in text.split(".") if len(s.strip()) > 3]
-    reports = []
-    for number in range(count):
-        size = 1 + (number * 7) % 9
-        start = (number * 13) % len(sentences)
-        reports.append({"id": f"r{number:04d}", "text": " ".join(sentences[start : start + size])})
-    return reports
-
-
-@pytest.fixture(scope="module")
-def reports_parquet(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("input") / "reports.parquet"
-    pq.write_table(pa.Table.from_pylist(synthetic_reports()), path)
-    return path
-
-
-@pytest.fixture(autouse=True)
-def datasets_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
-    import datasets
-
-    cache = tmp_path_factory.getbasetemp() / "datasets-cache"
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", cache)
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(cache))
-    return cache
-
-
-def cli(*args: object) -> int:
-    return main([str(arg) for arg in args])
-
-
-def shards(folder: Path) -> pa.Table:
-    return pa.concat_tables(pq.read_table(path) for path in sorted((folder / "data").glob("*.parquet")))
-
-
-@pytest.fixture(scope="module")
-def reference(tiny_bundle: Path, reports_parquet: Path, tmp_path_factory: pytest.TempPathFactory) -> pa.Table:
-    """The single-process output of the synthetic reports (chunks of 25)."""
-    output = tmp_path_factory.mktemp("reference")
-    assert main(["--model", str(tiny_bundle), "--input", str(reports_parquet), "--output", str(output)]
-                + ["--format", "parquet", "--chunk_size", str(CHUNK)]) == 0  # fmt: skip
-    return shards(output)
-
-
-def launch_env(tmp_path: Path) -> dict[str, str]:
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_DATASETS_CACHE=str(tmp_path / "datasets-cache"))
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    return env
-
-
-def predict_command(bundle: Path, source: Path, output: Path) -> list[str]:
-    return ["-m", "hf_pipeline.predict", "--model", str(bundle), "--input", str(source), "--output", str(output),
-            "--format", "parquet", "--chunk_size", str(CHUNK)]  # fmt: skip
-
-
-def free_port() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return str(sock.getsockname()[1])
+pytestmark = pytest.mark.usefixtures("datasets_cache")  # a cache of this module's own
 
 
 # --- Parquet output -------------------------------------------------------------------------------------------------
@@ -172,11 +107,40 @@ def test_a_hub_dataset_id_offline_fails_at_once_and_a_local_looking_path_is_not_
 ):
     output = tmp_path / "out"
     assert cli("--model", tiny_bundle, "--input", "someone/reports", "--output", output) == 2
-    assert "Cannot download 'someone/reports': it is not cached and the Hub cannot be used" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--input someone/reports: no such folder, and the Hub dataset 'someone/reports' is not in the" in err
+    assert "(HF_HUB_OFFLINE=1 is set)" in err and "or give a local folder or file as --input." in err
     for missing in ("./reports", str(tmp_path / "reports"), "reports.jsonl", "a/b/c"):
         assert cli("--model", tiny_bundle, "--input", missing, "--output", output) == 2
         assert f"{missing} does not exist" in capsys.readouterr().err
     assert not output.exists()  # a missing input does not create the output folder
+
+
+def test_a_namespaced_bundle_and_dataset_in_the_hub_cache_predict_offline(tiny_bundle, tmp_path, monkeypatch, capsys):
+    from hf_dataset import SAMPLE_CORPUS
+    from hf_dataset.__main__ import main as build
+
+    assert build(["build", "--output_dir", str(tmp_path / "dataset")]) == 0
+    repos = {("model", "org/tiny-radiology-ner"): repo_files(tiny_bundle)}
+    repos[("dataset", "org/sample-reports")] = repo_files(tmp_path / "dataset")
+    fill_hub_cache(repos, tmp_path / "hub-cache", monkeypatch)
+    output = tmp_path / "out"
+    args = ["--model", "org/tiny-radiology-ner", "--input", "org/sample-reports", "--split", "test"]
+    assert cli(*args, "--output", output, "--format", "jsonl") == 0, capsys.readouterr().err
+    predicted = [json.loads(line) for line in (output / "predictions.jsonl").open(encoding="utf-8")]
+    ner = hf_pipeline.load_pipeline(tiny_bundle)
+    assert len(predicted) == len(list((SAMPLE_CORPUS / "test").glob("*.txt"))) and all(
+        [(e["entity_group"], e["start"], e["end"]) for e in row["entities"]]
+        == [(e["entity_group"], e["start"], e["end"]) for e in ner(row["text"])]
+        for row in predicted
+    )
+
+
+def test_quantize_help_describes_int8_onnx_graphs_run_by_onnx_runtime(capsys):
+    with pytest.raises(SystemExit):
+        cli("--help")
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "int8 ONNX graphs with ONNX Runtime" in help_text and "dynamic" not in help_text
 
 
 # --- Ids cannot escape --output, duplicates are refused -------------------------------------------------------------
@@ -303,12 +267,12 @@ def test_clear_errors_for_wrong_models_outputs_and_inputs(tiny_bundle, tmp_path,
     plain_model.mkdir()
     (plain_model / "config.json").write_text(json.dumps(config))
     cases = {
-        ("--model", tmp_path / "nothere"): "nothere does not exist",
-        ("--model", "./nothere"): "./nothere does not exist",
+        ("--model", tmp_path / "nothere"): f"--model {tmp_path / 'nothere'}: no such folder.",
+        ("--model", "./nothere"): "--model ./nothere: no such folder (relative to",
         ("--model", tmp_path / "not_a_bundle"): "is not a radiology-ner bundle",
         ("--model", plain_model): "is not a radiology-ner bundle",
-        ("--model", tmp_path / "a_file"): "is a file; give a bundle folder",
-        ("--model", "someone/model"): "Cannot download 'someone/model'",
+        ("--model", tmp_path / "a_file"): "is a file; give a model folder or a Hub model id",
+        ("--model", "someone/model"): "the Hub model 'someone/model' is not in the Hub cache",
         ("--input", tmp_path / "empty"): "no .txt file found",
         ("--input", tmp_path / "nothere.txt"): "nothere.txt does not exist",
         ("--output", tmp_path / "a_file"): "is a file; give a folder",

@@ -1,7 +1,6 @@
 """``python -m hf_pipeline.predict`` under several processes, and runs that are stopped (Ctrl-C, SIGTERM, kill -9,
 one rank of torchrun killed): a rerun resumes and gives exactly the rows of a clean run, none missing, none twice."""
 
-# ruff: noqa: F811  (the fixtures imported from test_predict are requested by name as arguments)
 from __future__ import annotations
 
 import json
@@ -17,19 +16,10 @@ import pytest
 
 from hf_pipeline.predict import main
 
-from .conftest import REPO
-from .test_predict import (  # noqa: F401  (fixtures are found by name)
-    CHUNK,
-    REPORTS,
-    cli,
-    datasets_cache,
-    free_port,
-    launch_env,
-    predict_command,
-    reference,
-    reports_parquet,
-    shards,
-)
+from .helpers import CHUNK, REPO, REPORTS, cli, free_port, launch_env, predict_command, shards
+
+pytestmark = pytest.mark.usefixtures("datasets_cache")
+
 
 # --- Several processes, interrupted runs ----------------------------------------------------------------------------
 
@@ -40,7 +30,7 @@ def test_two_processes_under_accelerate_launch_write_the_single_process_output(t
     output = tmp_path / "two"
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
     command += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    command += ["--main_process_port", free_port(), *predict_command(tiny_bundle, reports_parquet, output)]
+    command += ["--main_process_port", str(free_port()), *predict_command(tiny_bundle, reports_parquet, output)]
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=launch_env(tmp_path), timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert shards(output).equals(reference)  # every chunk once, in order, with the same scores to the last bit
@@ -59,7 +49,8 @@ def wait_for_first_shard(process: subprocess.Popen, output: Path, timeout: float
 
 def torchrun_until_first_shard(bundle: Path, source: Path, output: Path, tmp_path: Path) -> subprocess.Popen:
     """Two predicting processes under torchrun (a process group of their own), once the first shard is written."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", free_port()]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    command += ["--master_port", str(free_port())]
     process = subprocess.Popen([*command, *predict_command(bundle, source, output)], cwd=REPO, env=launch_env(tmp_path),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)  # fmt: skip

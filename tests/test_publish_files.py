@@ -1,7 +1,6 @@
 """What push_to_hub.py refuses before sending anything (hf_pipeline.publish_files): secrets by name and by content
 (in any file type, in UTF-16/32 text, across read chunks), links out of the folder, and files over the size policy."""
 
-# ruff: noqa: F811  (the fixtures imported from test_push_to_hub are requested by name as arguments)
 from __future__ import annotations
 
 import pytest
@@ -9,7 +8,7 @@ import pytest
 from hf_pipeline.publish_files import LARGE_FILE, SCAN_CHUNK, secret_in
 from push_to_hub import main
 
-from .test_push_to_hub import FAKE_TOKEN, dataset_dir, model_dir, space_dir  # noqa: F401
+from .helpers import FAKE_TOKEN
 
 PRIVATE_KEY = (
     "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmU=\n-----END OPENSSH PRIVATE KEY-----\n"

@@ -13,44 +13,10 @@ import time
 import pytest
 from huggingface_hub import DatasetCard
 
-from hf_dataset.builder import build
-from hf_dataset.card import export
 from hf_pipeline.publish_files import human_size
 from push_to_hub import main
 
-from .conftest import NUBES, REPO
-
-FAKE_TOKEN = "hf_" + "abcdefghijklmnopqrstuvwxyzABCDEFGH"  # 34 letters, not a real token
-SPACE_README = """---
-title: Radiology NER
-sdk: gradio
-sdk_version: 6.0.0
-app_file: app.py
-license: apache-2.0
----
-
-Demo.
-"""
-
-
-@pytest.fixture
-def model_dir(tiny_bundle, tmp_path):
-    return shutil.copytree(tiny_bundle, tmp_path / "model")
-
-
-@pytest.fixture(scope="module")
-def dataset_dir(tmp_path_factory):
-    dataset, builder = build(NUBES / "SAMPLE-001", types="auto")
-    return export(dataset, builder, tmp_path_factory.mktemp("dataset") / "ds")
-
-
-@pytest.fixture
-def space_dir(tmp_path):
-    folder = tmp_path / "space"
-    folder.mkdir()
-    (folder / "app.py").write_text("import gradio as gr\n", encoding="utf-8")
-    (folder / "README.md").write_text(SPACE_README, encoding="utf-8")
-    return folder
+from .helpers import FAKE_TOKEN, REPO, SPACE_README
 
 
 def files_of(folder):
@@ -139,6 +105,21 @@ def test_dataset_card_metadata(dataset_dir):
     features = {feature["name"]: feature for feature in data.dataset_info["features"]}
     names = features["ner_tags_1"]["list"]["class_label"]["names"]
     assert names["0"] == "O" and all(label[:2] in ("B-", "I-") for label in list(names.values())[1:])
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "problem"),
+    [
+        ("--repo_id", "org/a/b", "a local path, not a Hub repo id"),
+        ("--repo_id", "org/na me", "not a Hub repo id"),
+        ("--model_id", "runs/tiny/model", "a local path, not a Hub repo id; the Space downloads its model"),
+        ("--model_id", "C:\\models\\x", "a local path, not a Hub repo id"),
+    ],
+)
+def test_a_repo_id_or_model_id_that_is_no_hub_id_is_refused(space_dir, capsys, option, value, problem):
+    argv = {"--repo_id": "org/demo", "--model_id": "org/radiology-ner"} | {option: value}
+    assert main(["space", "--space_dir", str(space_dir), *[p for pair in argv.items() for p in pair], "--dry_run"]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {option} {value}: {problem}")
 
 
 def test_space_dry_run_sets_model_id(space_dir, capsys):

@@ -15,11 +15,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hf_dataset import SAMPLE_CORPUS, SPRADIE_TYPES, read_corpus, write_ann
-from hf_dataset.brat import Entity
+from hf_dataset.entities import Entity
 from hf_pipeline.score import main as score_main
 from hf_pipeline.scoring import best_matching_sum, jaccard, normalize, overlapping_pairs, score, score_type
 
-from .conftest import REPO
+from .helpers import REPO
 
 
 def e(type_: str, *fragments: tuple[int, int]) -> Entity:

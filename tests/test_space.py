@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import html
-import importlib.util
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -17,55 +15,12 @@ import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
-import hf_pipeline
 from hf_dataset import SPRADIE_TYPES
-from hf_dataset.brat import Entity, parse_ann, write_ann
+from hf_dataset.ann import parse_ann, write_ann
+from hf_dataset.entities import Entity
 
-REPO = Path(__file__).resolve().parent.parent
-APP_PATH = REPO / "space" / "app.py"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-XSS = "<script>window.__xss=1</script> Riñón derecho sin dilatación de la pelvis renal."
-STARTUP_TIMEOUT_S = 90
-
-
-def load_app():
-    sys.path.insert(0, str(APP_PATH.parent))  # app.py imports render.py beside it, as on a Space
-    spec = importlib.util.spec_from_file_location("space_app", APP_PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-app = load_app()
-import render  # noqa: E402  (space/render.py, on the path once the app is loaded)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_port(port: int, process: subprocess.Popen | None = None, timeout: float = STARTUP_TIMEOUT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise AssertionError(f"the app exited with {process.returncode}:\n{process.stdout.read()[-3000:]}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.25)
-    raise AssertionError(f"nothing listened on port {port} within {timeout} s")
+from .helpers import REPO, fill_hub_cache, free_port, repo_files
+from .space_helpers import APP_PATH, XSS, app, render
 
 
 def key(entities: list[dict]) -> list[tuple]:
@@ -75,49 +30,6 @@ def key(entities: list[dict]) -> list[tuple]:
 def assert_same_entities(got: list[dict], expected: list[dict]) -> None:
     assert key(got) == key(expected)
     assert [e["score"] for e in got] == pytest.approx([float(e["score"]) for e in expected], abs=1e-5)
-
-
-@pytest.fixture(scope="module")
-def ner(tiny_bundle: Path):
-    return hf_pipeline.load_pipeline(tiny_bundle)
-
-
-@pytest.fixture(scope="module")
-def example_text() -> str:
-    return app.load_examples()[0]
-
-
-@pytest.fixture(scope="module")
-def server(tiny_bundle: Path):
-    """``python space/app.py --model DIR`` on a free port chosen through gradio's own environment variables.
-
-    ``MODEL_ID`` names a folder that does not exist: the server only starts if ``--model`` wins.
-    """
-    port = free_port()
-    env = {
-        **os.environ,
-        "GRADIO_SERVER_NAME": "127.0.0.1",
-        "GRADIO_SERVER_PORT": str(port),
-        "MODEL_ID": str(tiny_bundle.parent / "no-such-model"),
-    }
-    process = subprocess.Popen(
-        [sys.executable, str(APP_PATH), "--model", str(tiny_bundle)],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        wait_for_port(port, process)
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=15)
 
 
 @pytest.fixture(scope="module")
@@ -242,16 +154,23 @@ def run_app(*args: str, **env: str) -> tuple[subprocess.CompletedProcess, float]
 def test_missing_local_model_is_a_one_line_error_at_once(model):
     result, seconds = run_app("--model", model, HF_HUB_OFFLINE="1")
     assert result.returncode == 2
-    assert result.stderr.startswith("error: --model: ") and result.stderr.count("\n") == 1, result.stderr
-    assert "Give a bundle folder" in result.stderr and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"error: --model {model}: no such folder") and result.stderr.count("\n") == 1
+    assert "Traceback" not in result.stderr
     assert seconds < 15  # no Hub retries, no gradio or transformers import
 
 
 def test_hub_id_offline_says_what_to_do():
     result, _ = run_app(MODEL_ID="org/not-cached", HF_HUB_OFFLINE="1")
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
-    assert result.stderr.startswith("error: MODEL_ID: Cannot download 'org/not-cached'")
-    assert "HF_HUB_OFFLINE=1 is set" in result.stderr and "Hub repo id online" in result.stderr
+    assert result.stderr.startswith("error: MODEL_ID org/not-cached: no such folder, and the Hub model")
+    assert "HF_HUB_OFFLINE=1 is set" in result.stderr and "Unset HF_HUB_OFFLINE" in result.stderr
+    assert "or give a bundle folder (for example runs/tiny/model)." in result.stderr
+
+
+def test_a_namespaced_model_in_the_hub_cache_is_no_problem_offline(tiny_bundle, tmp_path, monkeypatch):
+    fill_hub_cache({("model", "org/tiny-radiology-ner"): repo_files(tiny_bundle)}, tmp_path / "cache", monkeypatch)
+    assert app.model_problem("org/tiny-radiology-ner", "MODEL_ID") is None
+    assert app.model_problem("org/other", "MODEL_ID").startswith("MODEL_ID org/other: no such folder, and the Hub")
 
 
 def test_no_model_is_a_clear_error():
@@ -283,6 +202,7 @@ def test_space_mode_without_the_project_code(tiny_bundle, ner, example_text, mon
     """On a Space the project is not installed: the bundle's remote code runs, its words.py writes brat."""
     monkeypatch.setitem(sys.modules, "hf_pipeline", None)
     monkeypatch.setitem(sys.modules, "hf_dataset.brat", None)
+    monkeypatch.setitem(sys.modules, "hf_dataset.ann", None)
     remote = app.load_ner(str(tiny_bundle))
     assert type(remote).__module__ != "hf_pipeline.radiology_ner"
     assert app.pipeline_words(remote).__name__ == type(remote).__module__.rpartition(".")[0] + ".words"

@@ -1,14 +1,13 @@
 """The demo in a real headless Chromium: the stacked view, escaping, the length limit, and labels that stay
 readable on a dense report."""
 
-# ruff: noqa: F811  (the fixtures imported from test_space are requested by name as arguments)
 from __future__ import annotations
 
 import pytest
 
 from hf_pipeline.words import word_spans
 
-from .test_space import CHROMIUM, CHROMIUM_ARGS, XSS, app, example_text, ner, render, server  # noqa: F401
+from .space_helpers import CHROMIUM, CHROMIUM_ARGS, XSS, app, render
 
 
 @pytest.fixture(scope="module")

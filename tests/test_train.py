@@ -15,22 +15,21 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from transformers import EvalPrediction, TrainingArguments
+from transformers import BertModel, EvalPrediction, TrainingArguments
 
 import hf_dataset
 from hf_dataset import SAMPLE_CORPUS
 from hf_dataset.card import export
 from hf_pipeline.score import score_folders
 from hf_pipeline.training.arguments import TINY_PRESET, DataArguments, NerTrainingArguments, parse_arguments
-from hf_pipeline.training.base_models import train_wordpiece
+from hf_pipeline.training.base_models import build_tiny_model, check_model_reachable, train_wordpiece
 from hf_pipeline.training.data import align_labels, layered_loss, windowed_features, windowed_split
 from hf_pipeline.training.metrics import entity_metrics
 from hf_pipeline.training.trainer import CONSOLE_REPORTS
 from hf_pipeline.words import window_starts
 from train import main as train_main
 
-from .conftest import REPO, sample_texts
-from .test_pipeline import run_fresh
+from .helpers import REPO, fill_hub_cache, repo_files, run_fresh, sample_texts
 
 
 @pytest.fixture(scope="module")
@@ -146,6 +145,45 @@ def test_without_preset_and_network_it_fails_within_seconds(tmp_path):
     assert result.returncode != 0
     assert "--preset tiny" in result.stderr and "local folder" in result.stderr
     assert elapsed < 60  # mostly import time; no Hub retries
+
+
+HUB_BASE_MODEL = "PlanTL-GOB-ES/bsc-bio-ehr-es"  # the id of the bug report that took any "org/name" for a folder
+
+
+def tiny_base_model(folder) -> dict[str, bytes]:
+    """The files of a tiny BERT encoder with its tokenizer, as a Hub model repo holds them."""
+    tokenizer = train_wordpiece(sample_texts(), vocab_size=300, model_max_length=128)
+    encoder = BertModel(build_tiny_model(tokenizer, ["O"], max_position_embeddings=128, hidden_size=32).config)
+    encoder.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return repo_files(folder)
+
+
+def test_a_namespaced_base_model_in_the_hub_cache_trains_offline(tmp_path, monkeypatch):
+    fill_hub_cache({("model", HUB_BASE_MODEL): tiny_base_model(tmp_path / "base")}, tmp_path / "cache", monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    check_model_reachable(HUB_BASE_MODEL)  # refused as "no such folder" before
+    args = ["--model_name_or_path", HUB_BASE_MODEL, "--max_steps", "1", "--layers", "1", "--max_seq_length", "128"]
+    train_main([*args, "--doc_stride", "32", "--per_device_train_batch_size", "4", "--output_dir", "out"])
+    metadata, card = _card(tmp_path / "out")
+    assert metadata["base_model"] == HUB_BASE_MODEL and f"fine-tuned from `{HUB_BASE_MODEL}`" in card
+
+
+@pytest.mark.parametrize("name", ["./x", "runs/x", "C:\\models\\x", "/no/such/model"])
+def test_a_missing_local_base_model_is_no_such_folder(tmp_path, monkeypatch, name):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(SystemExit, match=f"^--model_name_or_path {re.escape(name)}: no such folder"):
+        check_model_reachable(name)
+
+
+def test_a_hub_base_model_not_cached_offline_says_what_to_do(tmp_path, monkeypatch):
+    fill_hub_cache({}, tmp_path / "cache", monkeypatch)
+    with pytest.raises(SystemExit) as caught:
+        check_model_reachable(HUB_BASE_MODEL)
+    message = str(caught.value)
+    assert message.startswith(f"--model_name_or_path {HUB_BASE_MODEL}: no such folder, and the Hub model")
+    assert "HF_HUB_OFFLINE=1 is set" in message and "local folder" in message and "--preset tiny" in message
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hf_dataset.brat import parse_ann
+from hf_dataset.ann import parse_ann
 from hf_pipeline.crf import bio_masks, marginals, viterbi
 from hf_pipeline.training.crf import LayeredCrf
 from hf_pipeline.words import Span, ann_text, best_window, decode_bio, locate_words, window_starts, word_spans
@@ -169,7 +169,16 @@ def test_viterbi_and_marginals_match_brute_force_over_valid_paths(length, seed):
     for path, probability in zip(paths, probabilities):
         expected[np.arange(length), list(path)] += probability
     np.testing.assert_allclose(marginals(emissions, transitions, CRF_LABELS), expected, atol=1e-9)
-    assert decode_bio([CRF_LABELS[i] for i in viterbi(emissions, transitions, CRF_LABELS)]) is not None
+    best = [CRF_LABELS[i] for i in viterbi(emissions, transitions, CRF_LABELS)]
+    assert encode_spans(decode_bio(best), length) == best  # IOB2-valid: no I- that the decoder must repair
+
+
+def encode_spans(spans: list[Span], length: int) -> list[str]:
+    """The IOB2 tags of non-overlapping spans (the inverse of ``decode_bio`` on valid tags)."""
+    tags = ["O"] * length
+    for span in spans:
+        tags[span.first : span.last + 1] = [f"B-{span.type}"] + [f"I-{span.type}"] * (span.last - span.first)
+    return tags
 
 
 def test_training_loss_is_the_negative_log_likelihood_of_the_gold_path():

@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from hf_dataset.brat import read_text
-from hf_pipeline.hub import looks_local, unavailable
+from hf_pipeline.hub import UnusableError, cached_snapshot, check_usable, looks_local, offline_variable
 from hf_pipeline.words import invalid_text
 
 TABLE_BUILDERS = {".parquet": "parquet", ".csv": "csv", ".json": "json"}  # read by these datasets builders
@@ -269,16 +269,13 @@ def _is_table_folder(folder: Path) -> bool:
 
 
 def _hub_source(name: str, split: str | None, text_column: str, id_column: str | None, streaming: bool) -> Source:
-    reason = None if _in_datasets_cache(name) else unavailable(name, repo_type="dataset")
-    if reason:
-        raise InputError(f"{reason} Give a local folder or file as --input, or a Hub dataset id once online.")
-    return _dataset_source(name, {}, split, text_column, id_column, streaming)
-
-
-def _in_datasets_cache(name: str) -> bool:
-    import datasets
-
-    return (Path(datasets.config.HF_DATASETS_CACHE) / name.replace("/", "___")).is_dir()
+    try:
+        check_usable(name, "dataset", "--input", advice="or give a local folder or file as --input.")
+    except UnusableError as error:
+        raise InputError(str(error)) from None
+    # Offline, load_dataset reads only its own cache; a snapshot in the Hub cache is read as the folder it is.
+    snapshot = cached_snapshot(name, "dataset") if offline_variable() else None
+    return _dataset_source(snapshot or name, {}, split, text_column, id_column, streaming)
 
 
 def _dataset_source(

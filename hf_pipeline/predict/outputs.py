@@ -19,7 +19,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from hf_dataset.brat import Entity, write_ann
+from hf_dataset.ann import write_ann
+from hf_dataset.entities import Entity
 from hf_pipeline.predict.inputs import Row
 
 MANIFEST = "manifest.json"

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from hf_dataset.brat import BratError
-from hf_pipeline.hub import unavailable
+from hf_pipeline.hub import UnusableError, check_usable
 from hf_pipeline.predict.inputs import InputError, Row, RowId, Source, check_ids, open_input
 from hf_pipeline.predict.outputs import (
     MANIFEST,
@@ -47,6 +47,7 @@ from hf_pipeline.predict.outputs import (
 )
 
 FORMATS = ("brat", "jsonl", "parquet")
+MODEL_ADVICE = "or give a bundle folder (for example runs/tiny/model)."
 PROCESS_GROUP_TIMEOUT = timedelta(days=7)  # the first process waits at the end for the slowest one
 
 
@@ -101,21 +102,18 @@ class Summary:
     manifest: dict[str, Any] = field(default_factory=dict)
 
 
-def check_model(model: str) -> None:
+def check_model(model: str, revision: str | None = None) -> None:
     """Fail at once for a missing or wrong model folder, or a Hub id that cannot be downloaded now."""
     path = Path(model)
-    if path.is_dir():
-        if not _is_bundle(path):
-            raise PredictError(
-                f"--model {model} is not a radiology-ner bundle (no config.json naming the radiology-ner pipeline); "
-                "give the folder train.py wrote (for example runs/tiny/model) or a Hub repo id."
-            )
-        return
-    if path.exists():
-        raise PredictError(f"--model {model} is a file; give a bundle folder or a Hub repo id.")
-    reason = unavailable(model)
-    if reason:
-        raise PredictError(f"--model: {reason} Give a bundle folder (for example runs/tiny/model), or a Hub id online.")
+    if path.is_dir() and not _is_bundle(path):
+        raise PredictError(
+            f"--model {model} is not a radiology-ner bundle (no config.json naming the radiology-ner pipeline); "
+            "give the folder train.py wrote (for example runs/tiny/model) or a Hub repo id."
+        )
+    try:
+        check_usable(model, "model", "--model", advice=MODEL_ADVICE, revision=revision)
+    except UnusableError as error:
+        raise PredictError(str(error)) from None
 
 
 def _is_bundle(folder: Path) -> bool:
@@ -228,7 +226,7 @@ def predict(
     source = open_input(str(input_path), split, text_column, id_column, streaming)
     output = Path(output)
     check_output(output)
-    check_model(model)
+    check_model(model, revision)
     settings = _settings(model, revision, str(input_path), source, fmt, split=split, text_column=text_column,
                          id_column=id_column, chunk_size=chunk_size, no_text=no_text, quantize=quantize)  # fmt: skip
     if not overwrite:
@@ -312,7 +310,8 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--quantize",
         choices=["int8"],
-        help="dynamic int8 quantization of the Linear layers, on CPU (faster; see the README for its agreement)",
+        help="run int8 ONNX graphs with ONNX Runtime on CPU: the bundle's onnx/ when it has them, else exported on "
+        "first use (pip install '.[int8]'; faster; see the README for its agreement)",
     )
     parser.add_argument("--overwrite", action="store_true", help="predict again reports already done")
     return parser.parse_args(argv)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -26,10 +25,14 @@ from transformers import (
 )
 
 from hf_pipeline.bundle import make_shared_config
-from hf_pipeline.hub import hub_unreachable
+from hf_pipeline.hub import UnusableError, check_usable
 from hf_pipeline.training.arguments import ModelArguments, NerTrainingArguments
 
 logger = logging.getLogger("train")
+BASE_MODEL_ADVICE = (
+    "or point --model_name_or_path at a local folder holding config.json, the tokenizer and the weights (e.g. one "
+    "saved with `save_pretrained`), or run the offline default: python train.py --preset tiny."
+)
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
@@ -73,22 +76,12 @@ def build_tiny_model(
 
 
 def check_model_reachable(name_or_path: str) -> None:
-    """Fail within seconds, with what to do, when a Hub model is neither cached nor reachable."""
-    if os.path.isdir(name_or_path):
-        return
-    if os.sep in name_or_path or name_or_path.startswith("."):
-        raise SystemExit(f"--model_name_or_path {name_or_path}: no such folder.")
-    from huggingface_hub import try_to_load_from_cache
-
-    if isinstance(try_to_load_from_cache(name_or_path, "config.json"), str):
-        return
-    reason = hub_unreachable(timeout=3)
-    if reason:
-        raise SystemExit(
-            f"Cannot download {name_or_path!r}: it is not cached and the Hub cannot be used ({reason}).\n"
-            "Point --model_name_or_path at a local folder holding config.json, the tokenizer and the weights "
-            "(e.g. one saved with `save_pretrained`), or run the offline default: python train.py --preset tiny."
-        )
+    """Fail within seconds, with what to do, unless the base model is a folder, in the Hub cache, or downloadable
+    now (:func:`hf_pipeline.hub.check_usable`)."""
+    try:
+        check_usable(name_or_path, "model", "--model_name_or_path", advice=BASE_MODEL_ADVICE)
+    except UnusableError as error:
+        raise SystemExit(str(error)) from None
 
 
 def base_tokenizer(
