@@ -34,6 +34,7 @@ import torch
 import transformers
 from transformers import PreTrainedTokenizerBase
 
+from hf_dataset import SAMPLE_CORPUS
 from hf_pipeline import save_bundle
 from hf_pipeline.bundle import add_int8
 from hf_pipeline.model_card import plain_name, write_model_card
@@ -41,6 +42,7 @@ from hf_pipeline.training.arguments import DataArguments, ModelArguments, NerTra
 from hf_pipeline.training.base_models import base_tokenizer, check_model_reachable
 from hf_pipeline.training.data import dataset_license, label_list, load_data, tag_layers
 from hf_pipeline.training.evaluation import evaluate_bundle, results_table
+from hf_pipeline.training.schemes import DepthEncoding, Encoding, make_encoding
 from hf_pipeline.training.trainer import TrainedModel, train_model
 
 logger = logging.getLogger("train")
@@ -77,13 +79,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if max(model_args.layers) > layer_count:
         raise SystemExit(f"--layers {model_args.layers}: the dataset has only {layer_count} tag layers.")
     logger.info(
-        "Validation figures during training are the task's exact F1 of the layers being trained (the checkpoint "
-        "kept is the best); the final table scores the whole bundle, all layers together, on every split."
+        "Validation figures during training are the task's exact F1, decoded as the bundle predicts (a per_layer "
+        "model: against its layer's gold); the checkpoint kept is the best. The final table scores the whole "
+        "bundle on every split."
     )
-    groups = [model_args.layers] if model_args.architecture == "shared" else [[k] for k in model_args.layers]
-    trained = [train_model(group, dataset, tokenizer, data_args, model_args, training_args) for group in groups]
+    encodings = scheme_encodings(dataset, data_args, model_args)
+    trained = [
+        train_model(encoding, dataset, tokenizer, data_args, model_args, training_args) for encoding in encodings
+    ]
     results = (
-        release(trained, tokenizer, dataset, data_args, model_args, training_args) if training_args.should_save else {}
+        release(trained, encodings, tokenizer, dataset, data_args, model_args, training_args)
+        if training_args.should_save
+        else {}
     )
     if torch.distributed.is_initialized():  # the other processes wait for the evaluation, then all leave together
         torch.distributed.barrier()
@@ -91,8 +98,32 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return results
 
 
+def scheme_encodings(
+    dataset: datasets.DatasetDict, data_args: DataArguments, model_args: ModelArguments
+) -> list[Encoding]:
+    """What each model learns: the shared model every sequence of the scheme, a per_layer model its layer."""
+    if model_args.architecture != "shared":
+        return [DepthEncoding(dataset, [layer]) for layer in model_args.layers]
+    encoding = make_encoding(
+        model_args.scheme,
+        dataset,
+        model_args.layers,
+        max_sublayers=model_args.max_sublayers,
+        discontinuous=data_args.discontinuous,
+    )
+    if model_args.scheme == "type":
+        logger.info(
+            "type scheme: %d tag sequences (%s); training split: %s",
+            len(encoding.sequences),
+            ", ".join(f"{kind} x{sub}" for kind, sub in encoding.sequences if sub > 1) or "no type needs a sub-layer",
+            encoding.statistics(dataset["train"]),
+        )
+    return [encoding]
+
+
 def release(
     trained: list[TrainedModel],
+    encodings: list[Encoding],
     tokenizer: PreTrainedTokenizerBase,
     dataset: datasets.DatasetDict,
     data_args: DataArguments,
@@ -105,13 +136,14 @@ def release(
     bundle = save_bundle(models, tokenizer, out / "model", layers=model_args.layers, window=data_args.max_seq_length)
     if model_args.int8:
         add_int8(bundle)
-    results = evaluate_bundle(bundle, dataset, out, training_args.per_device_eval_batch_size)
+    whole = encodings[0] if model_args.architecture == "shared" else DepthEncoding(dataset, model_args.layers)
+    results = evaluate_bundle(bundle, dataset, out, training_args.per_device_eval_batch_size, whole)
     (out / "eval_results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     write_model_card(
         bundle,
         labels=label_list(dataset),
         base_model=None if model_args.preset == "tiny" else model_args.model_name_or_path,
-        dataset=data_args.dataset or (plain_name(data_args.brat_dir) if data_args.brat_dir else None),
+        dataset=data_args.dataset or data_args.brat_dir or str(SAMPLE_CORPUS),
         training=training_summary(trained, data_args, model_args, training_args),
         results=results,
         license=model_args.license or dataset_license(data_args),
@@ -138,6 +170,7 @@ def training_summary(
     return {
         "architecture": model_args.architecture,
         "decoder": model_args.decoder,
+        "scheme": model_args.scheme,
         "base model": plain_name(model_args.model_name_or_path) if model_args.preset is None else "tiny preset",
         "layers": model_args.layers,
         "window (max_seq_length, tokens)": data_args.max_seq_length,

@@ -25,7 +25,8 @@ sys.path.insert(0, str(REPO))
 
 import hf_pipeline  # noqa: E402
 from benchmarks.bench_pipeline import torch_ao_int8  # noqa: E402
-from hf_dataset.brat import Entity, read_corpus  # noqa: E402
+from hf_dataset.brat import read_corpus  # noqa: E402
+from hf_dataset.entities import Entity  # noqa: E402
 from hf_pipeline.scoring import score  # noqa: E402
 
 

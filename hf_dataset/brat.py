@@ -23,24 +23,20 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hf_dataset.ann import Problem, parse_ann, parse_ann_table, write_ann
+from hf_dataset.ann import Problem, parse_ann_table
 from hf_dataset.entities import Entity, EntityTable
 
-__all__ = [  # Entity, Problem, parse_ann and write_ann are re-exported for modules that import them from here
+__all__ = [
     "BratError",
     "Corpus",
     "Document",
-    "Entity",
-    "Problem",
     "Source",
     "check_problems",
     "link_outside",
-    "parse_ann",
     "parse_ann_table",
     "read_corpus",
     "read_text",
     "scan_corpus",
-    "write_ann",
 ]
 SHOWN_PROBLEMS = 20
 

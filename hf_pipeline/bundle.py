@@ -5,15 +5,18 @@ Layout::
     config.json            layer-1 model, with custom_pipelines["radiology-ner"] and ner_layers
     model.safetensors
     tokenizer files
-    radiology_ner.py       the pipeline module (remote code), with words.py (words, windows, BIO), crf.py (Viterbi)
-                           and int8.py (ONNX Runtime int8), the modules it imports
+    radiology_ner.py       the pipeline module (remote code), with the modules it imports (PIPELINE_MODULES): words.py
+                           (words, windows, BIO), schemes.py (tag sequences to entities), heads.py and crf.py
+                           (decoding), int8.py (ONNX Runtime int8)
     onnx/                  optional: the int8 graphs (add_int8) for quantize="int8"
     layer_2/, layer_3/     the other layer models, each with its own copy of the tokenizer
     README.md              the model card
 
 A ``shared`` bundle (``config.json["ner_architecture"] == "shared"``) holds one encoder whose token classifier has
-``len(ner_layers) x len(ner_labels)`` outputs (layer-major blocks) and no layer folders: one forward serves every
-layer, and ``AutoModelForTokenClassification`` still loads it. ``per_layer`` (the paper's method) is the default.
+one block of outputs per tag sequence (sequence-major) and no layer folders: one forward serves every sequence, and
+``AutoModelForTokenClassification`` still loads it. Its sequences are the scheme's (``ner_scheme``, ``schemes.py``):
+``depth``, one per layer over ``ner_labels``; ``type``, one per entity type and sub-layer (``ner_sequences``).
+``per_layer`` (the paper's method, depth scheme only) is the default.
 """
 
 from __future__ import annotations
@@ -26,22 +29,24 @@ from typing import Any
 
 from transformers import Pipeline, PreTrainedModel, PreTrainedTokenizerBase, pipeline
 
-from hf_pipeline import crf, int8, radiology_ner, words
+from hf_pipeline import crf, heads, int8, radiology_ner, schemes, words
+from hf_pipeline.heads import DECODER_KEY
 from hf_pipeline.model_card import write_model_card
-from hf_pipeline.radiology_ner import (
+from hf_pipeline.radiology_ner import LAYER_FOLDER, WINDOW_KEY, RadiologyNerPipeline
+from hf_pipeline.schemes import (
     ARCHITECTURE_KEY,
-    DECODER_KEY,
     LABELS_KEY,
-    LAYER_FOLDER,
     LAYERS_CONFIG_KEY,
-    WINDOW_KEY,
-    RadiologyNerPipeline,
-    layer_labels,
+    SCHEME_KEY,
+    SEQUENCES_KEY,
+    scheme_of,
+    sequence_labels,
 )
 
 TASK = "radiology-ner"
 PIPELINE_FILE = Path(radiology_ner.__file__).name
-PIPELINE_MODULES = (radiology_ner.__file__, words.__file__, crf.__file__, int8.__file__)  # the remote code it carries
+# The remote code a bundle carries: the pipeline module and every module it imports.
+PIPELINE_MODULES = tuple(m.__file__ for m in (radiology_ner, words, schemes, heads, crf, int8))
 CUSTOM_PIPELINE = {
     TASK: {
         "impl": f"{Path(PIPELINE_FILE).stem}.{RadiologyNerPipeline.__name__}",
@@ -87,6 +92,7 @@ def save_bundle(
     if any(has_crf) and not all(has_crf):
         raise ValueError("Every layer model must have a CRF head (ner_crf_transitions in its config), or none.")
     setattr(root_model.config, DECODER_KEY, "crf" if all(has_crf) else "softmax")
+    setattr(root_model.config, SCHEME_KEY, scheme_of(root_model.config))
     if window:
         setattr(root_model.config, WINDOW_KEY, int(window))
     shutil.rmtree(output_dir / int8.INT8_FOLDER, ignore_errors=True)  # int8 graphs of earlier weights: stale
@@ -101,7 +107,7 @@ def save_bundle(
     if not (output_dir / "README.md").exists():
         write_model_card(
             output_dir,
-            labels=layer_labels(root_model.config),
+            labels=all_labels(root_model.config, len(models)),
             base_model=getattr(root_model.config, "_name_or_path", None) or None,
             dataset=None,
             architecture="shared" if shared else "per_layer",
@@ -121,31 +127,51 @@ def add_int8(bundle_dir: str | Path) -> list[Path]:
     ]
 
 
-def make_shared_config(config: Any, labels: Sequence[str], layers: Sequence[int]) -> None:
-    """Turn a token-classification config into a shared-encoder one: ``len(layers) x len(labels)`` outputs,
-    named ``L<layer>-<label>``, with the per-layer label names and the layers recorded for the pipeline."""
-    names = [f"L{layer}-{label}" for layer in layers for label in labels]
+def all_labels(config: Any, models: int = 1) -> list[str]:
+    """Every IOB2 label name a bundle predicts, ``O`` first, each once (the model card lists their types)."""
+    return list(dict.fromkeys(["O", *(label for labels in sequence_labels(config, models) for label in labels)]))
+
+
+def make_shared_config(
+    config: Any, labels: Sequence[str], layers: Sequence[int], type_sequences: Sequence[Sequence] | None = None
+) -> None:
+    """Turn a token-classification config into a shared-encoder one, with one block of outputs per tag sequence.
+
+    Depth scheme (default): one sequence per entry of ``layers``, each over ``labels``; outputs named
+    ``L<layer>-<label>``. Type scheme: ``type_sequences`` lists ``[type, sub-layer]`` of each sequence, each over
+    ``O``, ``B-<type>``, ``I-<type>`` (outputs ``S<index>-<label>``); ``layers`` are the nesting layers the
+    bundle's output is shown in (the Space has a view per layer).
+    """
+    setattr(config, ARCHITECTURE_KEY, "shared")
+    setattr(config, LAYERS_CONFIG_KEY, list(layers))
+    if type_sequences is None:
+        setattr(config, SCHEME_KEY, "depth")
+        setattr(config, LABELS_KEY, list(labels))
+        names = [f"L{layer}-{label}" for layer in layers for label in labels]
+    else:
+        setattr(config, SCHEME_KEY, "type")
+        setattr(config, SEQUENCES_KEY, [[kind, int(sub)] for kind, sub in type_sequences])
+        names = [f"S{index}-{label}" for index, block in enumerate(sequence_labels(config)) for label in block]
     config.num_labels = len(names)
     config.id2label = dict(enumerate(names))
     config.label2id = {name: index for index, name in enumerate(names)}
-    setattr(config, ARCHITECTURE_KEY, "shared")
-    setattr(config, LABELS_KEY, list(labels))
-    setattr(config, LAYERS_CONFIG_KEY, list(layers))
 
 
 def split_shared(model: PreTrainedModel) -> list[PreTrainedModel]:
-    """Per-layer copies of a shared-encoder model: the same encoder, each with its own layer's classifier rows.
+    """Per-sequence copies of a shared-encoder model: the same encoder, each with its own sequence's classifier rows.
 
-    Every copy is a plain token classifier (``id2label`` = the layer's labels) that the stock
-    ``token-classification`` pipeline runs, and ``save_bundle(split_shared(m), ...)`` is a per-layer bundle
-    that predicts exactly what the shared bundle predicts (at three times the cost).
+    Every copy is a plain token classifier (``id2label`` = the sequence's labels: a layer's, or ``O``, ``B-T``,
+    ``I-T`` for a type-scheme sequence) that the stock ``token-classification`` pipeline runs. For a depth-scheme
+    model, ``save_bundle(split_shared(m), ...)`` is a per-layer bundle that predicts exactly what the shared bundle
+    predicts (at three times the cost).
     """
     config = model.config
-    labels = layer_labels(model.config)
     copies = []
-    for index in range(len(getattr(config, LAYERS_CONFIG_KEY))):
+    first = 0
+    for index, labels in enumerate(sequence_labels(config)):
         layer_model = copy.deepcopy(model)
-        rows = slice(index * len(labels), (index + 1) * len(labels))
+        rows = slice(first, first + len(labels))
+        first += len(labels)
         classifier = layer_model.classifier
         classifier.weight.data = classifier.weight.data[rows].clone()
         classifier.bias.data = classifier.bias.data[rows].clone()
@@ -154,7 +180,7 @@ def split_shared(model: PreTrainedModel) -> list[PreTrainedModel]:
         layer_config.num_labels = len(labels)
         layer_config.id2label = dict(enumerate(labels))
         layer_config.label2id = {label: i for i, label in enumerate(labels)}
-        for key in (ARCHITECTURE_KEY, LABELS_KEY):
+        for key in (ARCHITECTURE_KEY, LABELS_KEY, SCHEME_KEY, SEQUENCES_KEY):
             if hasattr(layer_config, key):
                 delattr(layer_config, key)
         transitions = getattr(config, crf.TRANSITIONS_KEY, None)

@@ -2,11 +2,12 @@
 
 It travels with every model bundle. ``pipeline("radiology-ner", ..., quantize="int8")`` runs each layer model (or the
 shared model) as an int8 ONNX graph: weights int8, activations quantized on the fly (per block of each row where one
-scale per batch loses too much, per batch elsewhere), the VNNI / AVX-512 kernels of ONNX Runtime
+scale per window loses too much, per window elsewhere), the VNNI / AVX-512 kernels of ONNX Runtime
 (:func:`quantize_weights`). A bundle may carry the graphs (``onnx/model.int8.onnx`` for the root model,
 ``onnx/layer_<k>.int8.onnx`` for the others: :func:`graph_files`, :func:`export_int8`), so a user needs no export
-step; without them the pipeline exports once into a temporary folder. Running needs ``onnxruntime``; exporting
-also needs ``onnx`` and ``onnxscript`` (``pip install "radiology-ner[int8]"``). Imported only when int8 is asked for.
+step; without them the pipeline exports once into a temporary folder, removed once loaded. Running needs
+``onnxruntime``; exporting also needs ``onnx`` and ``onnxscript`` (``pip install "radiology-ner[int8]"``).
+Imported only when int8 is asked for.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ def _onnxruntime() -> Any:
             'quantize="int8" runs the model with ONNX Runtime: pip install onnxruntime '
             '(and onnx onnxscript to export a bundle that carries no int8 graph), or pip install "radiology-ner[int8]".'
         ) from None
+    onnxruntime.disable_telemetry_events()  # no usage events, nor their local database, from a user's reports
     return onnxruntime
 
 
@@ -105,10 +107,11 @@ def _eager_attention(model: torch.nn.Module) -> Iterator[None]:
 def quantize_weights(fp32: Path, int8: Path) -> None:
     """Quantize the weighted MatMuls of an fp32 graph to int8, in two ONNX Runtime ways.
 
-    Most go through ``quantize_dynamic`` (weights per output channel, the activations of a whole batch with one
-    scale, fast kernels). Those where one scale loses too much (:func:`split_matmuls`) become ``MatMulNBits``
-    with 8 bits: weights in blocks of 128 input rows with a scale each, and ``accuracy_level=4``, which quantizes
-    the activations per block of each row on the fly (slower kernels, but an outlier no longer flattens a batch).
+    Most go through ``quantize_dynamic`` (weights per output channel, the activations of a whole call with one
+    scale: :class:`Int8Model` calls the graph one window at a time; fast kernels). Those where one scale loses too
+    much (:func:`split_matmuls`) become ``MatMulNBits`` with 8 bits: weights in blocks of 128 input rows with a
+    scale each, and ``accuracy_level=4``, which quantizes the activations per block of each row on the fly (slower
+    kernels, but an outlier no longer flattens a whole window).
     On the quality benchmark's trained bundles this keeps 96.8% (softmax) and 98.0% (CRF) of the entities identical
     to fp32, F1 within 0.3 point (README, Speed on CPU).
     """
@@ -133,7 +136,7 @@ def quantize_weights(fp32: Path, int8: Path) -> None:
 
 def split_matmuls(graph: Any) -> tuple[list[str], list[str]]:
     """The names of the weighted MatMuls that get one activation scale per block of a row, and of the others (one
-    scale per batch). Per block: every one that narrows its input (each layer's feed-forward output, whose input
+    scale per window). Per block: every one that narrows its input (each layer's feed-forward output, whose input
     comes out of GELU with outliers, and the classifier) and every one of the first :data:`PER_BLOCK_LAYERS` encoder
     layers, whose errors all later layers carry. The layer of a node is read from the module path the exporter
     records (``...encoder.layer.<n>...``); a graph without it gets per-block scales everywhere.
@@ -189,7 +192,11 @@ def _quiet() -> Iterator[None]:
 
 
 class Int8Model:
-    """One int8 ONNX graph, called like the torch model it replaces: ``logits`` for ``input_ids`` and a mask."""
+    """One int8 ONNX graph, called like the torch model it replaces: ``logits`` for ``input_ids`` and a mask.
+
+    Each window runs alone, without its padding: the MatMuls quantized with one activation scale per call then take
+    that scale from the window itself, so a report's entities do not depend on the other texts of its batch.
+    """
 
     def __init__(self, path: str | Path, threads: int) -> None:
         onnxruntime = _onnxruntime()
@@ -198,8 +205,16 @@ class Int8Model:
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def __call__(self, **inputs: torch.Tensor) -> torch.Tensor:
-        feed = {name: np.ascontiguousarray(inputs[name].numpy(), dtype=np.int64) for name in INPUTS}
-        return torch.from_numpy(self.session.run(["logits"], feed)[0])
+        feeds = {name: inputs[name].numpy().astype(np.int64) for name in INPUTS}
+        lengths = feeds["attention_mask"].sum(1)
+        rows = []
+        for row, length in enumerate(lengths):
+            feed = {name: np.ascontiguousarray(values[row : row + 1, :length]) for name, values in feeds.items()}
+            rows.append(self.session.run(["logits"], feed)[0][0])
+        logits = np.zeros((len(rows), feeds["input_ids"].shape[1], rows[0].shape[-1]), dtype=np.float32)
+        for row, values in enumerate(rows):
+            logits[row, : len(values)] = values
+        return torch.from_numpy(logits)
 
 
 def load_int8(
@@ -209,19 +224,17 @@ def load_int8(
     repo's files), else exported now into a temporary folder."""
     _onnxruntime()
     threads = torch.get_num_threads()
-    exported = None
     graphs = []
-    for model, relative in zip(models, files):
-        carried = cached_file(source, relative, revision=revision, _raise_exceptions_for_missing_entries=False)
-        if carried is None:
-            if exported is None:
-                exported = tempfile.mkdtemp(prefix="radiology-ner-int8-")
+    with tempfile.TemporaryDirectory(prefix="radiology-ner-int8-") as exported:  # removed once the graphs are loaded
+        for model, relative in zip(models, files):
+            carried = cached_file(source, relative, revision=revision, _raise_exceptions_for_missing_entries=False)
+            if carried is None:
                 logger.warning(
                     "%s carries no int8 graph (%s): exporting one now; save it with the bundle to skip this step "
                     "(hf_pipeline.bundle.add_int8).",
                     source,
                     relative,
                 )
-            carried = export_int8(model, Path(exported) / relative, max_length)
-        graphs.append(Int8Model(carried, threads))
+                carried = export_int8(model, Path(exported) / relative, max_length)
+            graphs.append(Int8Model(carried, threads))
     return graphs

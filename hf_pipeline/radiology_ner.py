@@ -1,9 +1,10 @@
-"""The ``radiology-ner`` pipeline: overlapping entities from one token classifier per layer.
+"""The ``radiology-ner`` pipeline: overlapping entities from token classifiers that predict several tag sequences.
 
-This module travels with every model bundle (it is copied next to ``config.json``, with ``words.py``, its
-torch-free half: words, windows, BIO decoding; ``crf.py``, the Viterbi decoder of a CRF head; ``int8.py``, ONNX
-Runtime for ``quantize="int8"``) and is loaded by ``pipeline("radiology-ner", model=..., trust_remote_code=True)``.
-It therefore imports only torch, transformers, numpy, the standard library and those three modules.
+This module travels with every model bundle (it is copied next to ``config.json``, with the modules it imports:
+``words.py``, words, windows, BIO decoding; ``schemes.py``, which sequences a bundle predicts and how their tags
+become entities; ``heads.py`` and ``crf.py``, how each sequence is decoded; ``int8.py``, ONNX Runtime for
+``quantize="int8"``) and is loaded by ``pipeline("radiology-ner", model=..., trust_remote_code=True)``. It
+therefore imports only torch, transformers, numpy, the standard library and those modules.
 """
 
 from __future__ import annotations
@@ -21,29 +22,30 @@ import torch
 from transformers import AutoModelForTokenClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.pipelines.base import ChunkPipeline
 
-from .crf import TRANSITIONS_KEY, layer_transitions, marginals, viterbi
-from .words import decode_bio, invalid_text, locate_words, window_starts, word_spans
+from .heads import DECODER_KEY, HEADS, Head, decode_sequences, head_of
+from .schemes import (
+    ARCHITECTURE_KEY,
+    LABELS_KEY,
+    LAYERS_CONFIG_KEY,
+    SCHEMES,
+    output_entities,
+    scheme_of,
+    sequence_labels,
+    tags_to_entities,
+    type_order,
+)
+from .words import invalid_text, locate_words, window_starts, word_spans
 
 _COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 LAYER_FOLDER = "layer_{}"
-LAYERS_CONFIG_KEY = "ner_layers"
-# config.json keys of a bundle's root model:
-ARCHITECTURE_KEY = "ner_architecture"  # "per_layer" (one model per layer) or "shared" (one encoder, a head per layer)
-LABELS_KEY = "ner_labels"  # shared: the label names of every layer (the classifier has layers x labels outputs)
+# config.json keys of a bundle's root model (the scheme's and head's keys: schemes.py, heads.py):
 WINDOW_KEY = "ner_window"  # the window length (tokens) the bundle was trained with: the default for prediction
 ARCHITECTURES = ("per_layer", "shared")
-DECODER_KEY = "ner_decoder"  # "softmax" (a label per word) or "crf" (Viterbi over ner_crf_transitions)
-DECODERS = ("softmax", "crf")
+DECODERS = tuple(HEADS)
+__all__ = ["DECODER_KEY", "LABELS_KEY", "SCHEMES", "Decoder", "RadiologyNerPipeline", "special_tokens"]
 # Windows per forward pass by default: amortises the per-call cost on CPU and keeps a GPU busy.
 DEFAULT_BATCH_SIZE = 32
 QUANTIZATIONS = ("int8",)
-
-
-def layer_labels(config: Any) -> list[str]:
-    """The IOB2 label names one layer predicts: a shared model's ``ner_labels``, else the model's ``id2label``."""
-    if getattr(config, ARCHITECTURE_KEY, None) == "shared":
-        return list(getattr(config, LABELS_KEY, None) or [])
-    return [config.id2label[i] for i in range(config.num_labels)]
 
 
 def special_tokens(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[int]]:
@@ -54,11 +56,13 @@ def special_tokens(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[
 
 
 class RadiologyNerPipeline(ChunkPipeline):
-    """Overlapping named entities from a bundle of token classifiers, one per nesting layer.
+    """Overlapping named entities from a bundle of token classifiers that predict several IOB2 tag sequences.
 
-    The bundle's root holds the layer-1 model and the tokenizer; ``layer_2/``, ``layer_3/`` hold the
-    other layers. Every text is split into words once, tokenized once, cut into overlapping windows
-    of at most the model's maximum length, and all layer models run on the same encodings.
+    The sequences are the bundle's scheme (``schemes.py``: nesting layers, or entity types); a shared bundle
+    predicts all of them with one encoder, a per-layer bundle holds one model per layer (the root holds layer 1
+    and the tokenizer, ``layer_2/``, ``layer_3/`` the others). Every text is split into words once, tokenized
+    once, cut into overlapping windows of at most the model's maximum length, and every model runs on the same
+    encodings; the head (``heads.py``) decodes each sequence and the scheme merges them into entities.
     """
 
     def __init__(
@@ -79,20 +83,29 @@ class RadiologyNerPipeline(ChunkPipeline):
                 f"config.json[{ARCHITECTURE_KEY!r}] is {self.architecture!r}; expected one of {ARCHITECTURES}. "
                 "Save the bundle again with hf_pipeline.save_bundle."
             )
-        self.labels = layer_labels(config)
+        self.scheme = scheme_of(config)
         if self.architecture == "shared":
             self.layer_models = [self.model]
-            self.layer_numbers = list(getattr(config, LAYERS_CONFIG_KEY, None) or [1])
-            self._check_shared_layout()
         else:
+            if self.scheme != "depth":
+                raise ValueError(
+                    f"A per_layer bundle holds one model per nesting layer (scheme 'depth'); this one says scheme "
+                    f"{self.scheme!r}. Train the {self.scheme} scheme with --architecture shared."
+                )
             if layer_models is None:
                 layer_models = self._load_other_layers(layer_revision)
             self.layer_models = [self.model, *layer_models]
-            self.layer_numbers = list(getattr(config, LAYERS_CONFIG_KEY, None) or range(1, len(self.layer_models) + 1))
+        self.layer_numbers = list(getattr(config, LAYERS_CONFIG_KEY, None) or range(1, len(self.layer_models) + 1))
+        self.sequence_labels = sequence_labels(config, len(self.layer_models))
+        if self.architecture == "shared":
+            self._check_shared_layout()
+        else:
             self._check_layers_agree()
         self._check_tokenizer_fits()
-        self.decoder = getattr(config, DECODER_KEY, None) or "softmax"
-        self.transitions = self._crf_transitions() if self.decoder == "crf" else None
+        self.head = head_of(config)
+        self.decoder = self.head.name
+        self.head_parameters = self.head.parameters([m.config for m in self.layer_models], self.sequence_labels)
+        self.merged_duplicates = 0  # entities predicted by two sequences, returned once (counted over every call)
         for model in self.layer_models[1:]:
             model.to(self.device).eval()
         self.max_window = self._max_window()
@@ -114,20 +127,16 @@ class RadiologyNerPipeline(ChunkPipeline):
         files = graph_files(self.architecture, self.layer_numbers)
         self.int8_models = load_int8(self.layer_models, files, self.model.name_or_path, self.max_window, revision)
 
-    def _crf_transitions(self) -> list[np.ndarray]:
-        """One ``[label, label]`` transition matrix per layer, from each model's config (a shared model lists all)."""
-        found = [m for model in self.layer_models for m in getattr(model.config, TRANSITIONS_KEY, None) or []]
-        return layer_transitions(found, self.layer_numbers, self.labels)
-
     def _check_shared_layout(self) -> None:
-        """A shared bundle's classifier must have one block of ``len(ner_labels)`` outputs per layer."""
+        """A shared bundle's classifier must have one block of labels per tag sequence, all of the same size."""
         config = self.model.config
-        expected = len(self.layer_numbers) * len(self.labels)
-        if not self.labels or config.num_labels != expected:
+        sizes = {len(labels) for labels in self.sequence_labels}
+        expected = sum(len(labels) for labels in self.sequence_labels)
+        if not self.sequence_labels or 0 in sizes or len(sizes) != 1 or config.num_labels != expected:
             raise ValueError(
-                f"This shared-encoder bundle lists layers {self.layer_numbers} and {len(self.labels)} labels per "
-                f"layer in config.json ({LAYERS_CONFIG_KEY!r}, {LABELS_KEY!r}), so its classifier needs {expected} "
-                f"outputs, but it has {config.num_labels}. Save the bundle again with hf_pipeline.save_bundle."
+                f"This shared-encoder bundle ({self.scheme} scheme) lists {len(self.sequence_labels)} tag sequences "
+                f"of {sorted(sizes)} labels in config.json, so its classifier needs {expected} outputs, but it has "
+                f"{config.num_labels}. Save the bundle again with hf_pipeline.save_bundle."
             )
 
     def _check_tokenizer_fits(self) -> None:
@@ -217,9 +226,8 @@ class RadiologyNerPipeline(ChunkPipeline):
         postprocess: dict[str, Any] = {}
         if layers is not None:
             layers = sorted(set(layers))
-            unknown = [n for n in layers if n not in self.layer_numbers]
-            if unknown:
-                raise ValueError(f"layers={unknown} not in this bundle; choose from {self.layer_numbers}.")
+            if not all(isinstance(n, int) and n >= 1 for n in layers):
+                raise ValueError(f"layers={layers}: nesting layers are whole numbers from 1 (outermost).")
             postprocess["layers"] = layers
         if max_length is not None:
             if not 3 <= max_length <= self.max_window:
@@ -238,7 +246,7 @@ class RadiologyNerPipeline(ChunkPipeline):
             inputs: the report text(s): a str; a list or tuple (run shortest first, so that a batch holds windows
                 of similar length, and returned in input order); any iterator or generator, or a torch
                 ``Dataset`` of str (e.g. ``KeyDataset(dataset, "text")``), which give an iterator of results.
-            layers: which layers to return (default: all of the bundle's layers).
+            layers: which nesting layers to return (default: every entity; 1 is outermost).
             max_length: window length in tokens, special tokens included (default: the window the bundle was
                 trained with, ``config.json["ner_window"]``, else the model's maximum).
             stride: tokens shared by consecutive windows of a long text (default: 64, at most a fifth of the
@@ -247,9 +255,10 @@ class RadiologyNerPipeline(ChunkPipeline):
 
         Returns:
             For each text a list of dicts sorted by (start, -end, layer), with keys
-            ``entity_group`` (the type), ``score`` (mean probability of the entity's words in its layer),
+            ``entity_group`` (the type), ``score`` (mean probability of the entity's words in its sequence),
             ``word`` (``text[start:end]``), ``start``, ``end`` (end-exclusive character offsets) and
-            ``layer`` (1-based). One text gives one list; a list or generator gives one list per text.
+            ``layer`` (the nesting depth the dataset's layering policy gives the entity among this text's
+            entities, 1 outermost). One text gives one list; a list or generator gives one list per text.
         """
         if isinstance(inputs, (list, tuple)):
             for item in inputs:
@@ -299,10 +308,11 @@ class RadiologyNerPipeline(ChunkPipeline):
     def _forward(self, model_inputs: dict[str, Any]) -> dict[str, Any]:
         is_last = model_inputs.pop("is_last")
         document = model_inputs.pop("document")
-        if self.architecture == "shared":  # one forward; the classifier's outputs are [layer, label] blocks
+        if self.architecture == "shared":  # one forward; the classifier's outputs are [sequence, label] blocks
             logits = self._logits(0, model_inputs)
             batch, length, _ = logits.shape
-            probabilities = logits.float().view(batch, length, len(self.layer_numbers), -1).softmax(-1).transpose(1, 2)
+            sequences = len(self.sequence_labels)
+            probabilities = logits.float().view(batch, length, sequences, -1).softmax(-1).transpose(1, 2)
         else:
             probabilities = torch.stack(
                 [self._logits(index, model_inputs).float().softmax(-1) for index in range(len(self.layer_models))],
@@ -324,33 +334,30 @@ class RadiologyNerPipeline(ChunkPipeline):
         )
         if not words:
             return []
-        all_word_probs = _word_probabilities([output["probabilities"][0] for output in all_outputs], located)
-        entities = []
-        for layer_index, layer_number in enumerate(self.layer_numbers):
-            if layers is not None and layer_number not in layers:
-                continue
-            word_probs = all_word_probs[:, layer_index]
-            if self.transitions is None:
-                best = word_probs.argmax(-1)
-            else:  # Viterbi; a word's score is its label's marginal probability under the CRF
-                emissions = np.log(np.maximum(word_probs, 1e-30)).astype(np.float64)
-                best = viterbi(emissions, self.transitions[layer_index], self.labels)
-                word_probs = marginals(emissions, self.transitions[layer_index], self.labels)
-            tags = [self.labels[int(label)] for label in best]
-            scores = word_probs[np.arange(len(words)), best]
-            for span in decode_bio(tags):
-                start, end = spans[words[span.first]][0], spans[words[span.last]][1]
-                entities.append(
-                    {
-                        "entity_group": span.type,
-                        "score": float(np.mean(scores[span.first : span.last + 1])),
-                        "word": text[start:end],
-                        "start": start,
-                        "end": end,
-                        "layer": layer_number,
-                    }
-                )
-        return sorted(entities, key=lambda e: (e["start"], -e["end"], e["layer"]))
+        word_probabilities = _word_probabilities([output["probabilities"][0] for output in all_outputs], located)
+        decoder = Decoder(self.head, self.head_parameters, self.sequence_labels)
+        entities, merged = decoder(text, [spans[word] for word in words], word_probabilities)
+        self.merged_duplicates += merged
+        return [e for e in entities if layers is None or e["layer"] in layers]
+
+
+@dataclass(frozen=True)
+class Decoder:
+    """Words' ``[word, sequence, label]`` probabilities to output entities: the head decodes each sequence, the
+    scheme merges them and gives each its nesting layer. The pipeline and validation during training both decode
+    through this."""
+
+    head: Head
+    parameters: Sequence[Any]
+    sequence_labels: Sequence[Sequence[str]]
+
+    def __call__(
+        self, text: str, spans: Sequence[tuple[int, int]], word_probabilities: np.ndarray
+    ) -> tuple[list[dict[str, Any]], int]:
+        """The entities (output dicts) and how many duplicates predicted by two sequences were merged."""
+        tags, scores = decode_sequences(self.head, word_probabilities, self.sequence_labels, self.parameters)
+        entities, merged = tags_to_entities(tags, scores, spans)
+        return output_entities(text, entities, type_order(self.sequence_labels)), merged
 
 
 @dataclass(frozen=True)

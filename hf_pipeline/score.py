@@ -1,9 +1,12 @@
 """Score a folder of predicted brat files against a gold brat folder.
 
     python -m hf_pipeline.score --gold DIR --pred DIR [--types T1,T2,...] [--json] [--skip_invalid]
+    python -m hf_pipeline.score --gold DIR --pred A --compare B [--resamples 1000] [--seed 0] [--json]
 
-Prints micro exact and lenient P/R/F1 and a per-type table (``--json``: the same as JSON). A gold document
-whose ``.ann`` is missing from the predictions counts as predicting nothing; a prediction for a document
+Prints micro exact and lenient P/R/F1, the nested and flat figures (see ``hf_pipeline.scoring``) and a per-type
+table (``--json``: the same as JSON). ``--compare`` scores a second prediction folder on the same gold and prints
+the paired bootstrap over documents of the difference (B - A) in exact and lenient F1, with its 95% interval.
+A gold document whose ``.ann`` is missing from the predictions counts as predicting nothing; a prediction for a document
 that is not in gold is an error. An invalid annotation (offsets outside the text or not matching it, a duplicate
 id) is an error that names file and line; ``--skip_invalid`` scores without it instead and lists every skipped
 annotation, gold and predicted, on stderr (and under ``skipped`` with ``--json``).
@@ -16,8 +19,10 @@ import json
 import sys
 from pathlib import Path
 
-from hf_dataset.brat import BratError, Corpus, Entity, Problem, parse_ann, read_corpus, read_text
-from hf_pipeline.scoring import Report, format_report, score
+from hf_dataset.ann import Problem, parse_ann
+from hf_dataset.brat import BratError, Corpus, read_corpus, read_text
+from hf_dataset.entities import Entity
+from hf_pipeline.scoring import Report, format_comparison, format_report, paired_bootstrap, score
 
 
 def read_predictions(
@@ -71,6 +76,24 @@ def score_folders(
     return score({doc.id: doc.entities for doc in gold.documents}, predicted, types)
 
 
+def compare_folders(
+    gold_dir: str | Path,
+    first: str | Path,
+    second: str | Path,
+    types: list[str] | None = None,
+    resamples: int = 1000,
+    seed: int = 0,
+    skipped: list[Problem] | None = None,
+) -> dict:
+    """The paired bootstrap (:func:`hf_pipeline.scoring.paired_bootstrap`) of ``second`` against ``first``."""
+    gold = read_corpus(gold_dir, skip_invalid=skipped is not None)
+    if skipped is not None:
+        skipped.extend(gold.invalid)
+    predictions = [read_predictions(folder, gold, skipped) for folder in (first, second)]
+    entities = {doc.id: doc.entities for doc in gold.documents}
+    return paired_bootstrap(entities, *predictions, types=types, resamples=resamples, seed=seed)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hf_pipeline.score", description=__doc__.split("\n\n")[0])
     parser.add_argument("--gold", required=True, help="gold brat folder (.txt + .ann)")
@@ -78,14 +101,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--types", help="comma-separated types to score (default: all found)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--skip_invalid", action="store_true", help="score without invalid annotations, listing them")
+    parser.add_argument("--compare", help="a second prediction folder: paired bootstrap of its F1 minus --pred's")
+    parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples with --compare (1000)")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed with --compare (0)")
     args = parser.parse_args(argv)
+    if args.resamples < 1:
+        parser.error(f"--resamples must be at least 1, got {args.resamples}")
     types = args.types.split(",") if args.types else None
     skipped: list[Problem] | None = [] if args.skip_invalid else None
     try:
-        result = score_folders(args.gold, args.pred, types, skipped).to_dict()
+        if args.compare:
+            result = compare_folders(args.gold, args.pred, args.compare, types, args.resamples, args.seed, skipped)
+        else:
+            result = score_folders(args.gold, args.pred, types, skipped).to_dict()
     except BratError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if args.compare:
+        print(json.dumps(result, indent=2) if args.json else format_comparison(result, args.pred, args.compare))
+        return 0
     if skipped:
         print(f"skipped {len(skipped)} invalid annotation(s):\n  " + "\n  ".join(map(str, skipped)), file=sys.stderr)
         result["skipped"] = [str(problem) for problem in skipped]

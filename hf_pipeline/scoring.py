@@ -6,6 +6,12 @@ the characters covered by all fragments (only overlapping pairs count); exact si
 fragments and 0 otherwise. Precision = summed similarity / predictions, recall = summed similarity / gold,
 micro-averaged over all types and documents. Empty gold or predictions give 0, never a division error.
 
+Nested and flat figures: an entity is *nested* when it shares a character with another entity of its own side in
+the same document (a gold entity with another gold entity, a predicted one with another predicted one; any type;
+an exact duplicate counts as another entity), else *flat*. Nested F1 scores the nested predictions against the
+nested gold entities with the same matching and similarities, flat F1 the flat ones: a nested gold entity found
+only by a prediction that overlaps no other prediction counts as a miss of nested and a false positive of flat.
+
 Only overlapping pairs have a similarity, so the assignment splits into connected groups of overlapping
 entities, found by a sweep over sorted starts and solved one by one: the cost follows the number of
 overlapping pairs, not gold x predicted. Exact matching needs no assignment: per distinct fragment list, the
@@ -24,6 +30,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 Fragment = tuple[int, int]
+SUBSETS = ("nested", "flat")
 
 
 class Scorable(Protocol):
@@ -187,11 +194,14 @@ class Report:
     per_type: dict[str, Counts] = field(default_factory=dict)
     documents: int = 0
     missing_predictions: int = 0
+    subsets: dict[str, Counts] = field(default_factory=lambda: {name: Counts() for name in SUBSETS})
 
     def add(self, other: Report) -> None:
         """Add another report's counts (of other documents) to these."""
         for name, counts in other.per_type.items():
             self.per_type.setdefault(name, Counts()).add(counts)
+        for name, counts in other.subsets.items():
+            self.subsets[name].add(counts)
         self.documents += other.documents
         self.missing_predictions += other.missing_predictions
 
@@ -203,7 +213,8 @@ class Report:
         return total
 
     def to_dict(self) -> dict:
-        """``exact``/``lenient`` micro P/R/F1, ``per_type`` tables, and document counts (JSON-ready)."""
+        """``exact``/``lenient`` micro P/R/F1, ``per_type`` tables, ``nested`` and ``flat`` figures, and document
+        counts (JSON-ready)."""
         total = self.total
         return {
             "exact": total.prf("exact"),
@@ -212,6 +223,15 @@ class Report:
             "predicted": total.predicted,
             "documents": self.documents,
             "missing_predictions": self.missing_predictions,
+            **{
+                name: {
+                    "exact": counts.prf("exact"),
+                    "lenient": counts.prf("lenient"),
+                    "gold": counts.gold,
+                    "predicted": counts.predicted,
+                }
+                for name, counts in self.subsets.items()
+            },  # fmt: skip
             "per_type": {
                 name: {
                     "gold": counts.gold,
@@ -247,30 +267,55 @@ def score(
         raise ValueError(f"Predictions for {len(unknown)} document(s) not in gold, e.g. {unknown[:3]}.")
     report = Report(documents=len(gold), missing_predictions=len(set(gold) - set(predicted)))
     for doc_id, gold_entities in gold.items():
-        by_type = _group(gold_entities, predicted.get(doc_id, ()), types)
-        for name, (gold_fragments, predicted_fragments) in by_type.items():
-            report.per_type.setdefault(name, Counts()).add(score_type(gold_fragments, predicted_fragments))
+        report.add(score_document(gold_entities, predicted.get(doc_id, ()), types))
+    report.documents, report.missing_predictions = len(gold), len(set(gold) - set(predicted))
     for name in types or ():
         report.per_type.setdefault(name, Counts())
     return report
 
 
-def _group(
-    gold: Iterable[Scorable], predicted: Iterable[Scorable], types: Sequence[str] | None
-) -> dict[str, tuple[list, list]]:
+def score_document(gold: Sequence[Scorable], predicted: Sequence[Scorable], types: Sequence[str] | None) -> Report:
+    """The counts of one document: per type, and over its nested and its flat entities."""
     groups: dict[str, tuple[list, list]] = {}
     for side, entities in enumerate((gold, predicted)):
-        for entity in entities:
+        for entity, nested in zip(entities, nested_flags(entities)):
             if types is None or entity.type in types:
-                groups.setdefault(entity.type, ([], []))[side].append(normalize(entity.fragments))
-    return groups
+                groups.setdefault(entity.type, ([], []))[side].append((normalize(entity.fragments), nested))
+    report = Report()
+    for name, (gold_side, predicted_side) in groups.items():
+        report.per_type[name] = score_type([f for f, _ in gold_side], [f for f, _ in predicted_side])
+        for subset, wanted in (("nested", True), ("flat", False)):
+            report.subsets[subset].add(
+                score_type(
+                    [f for f, nested in gold_side if nested == wanted],
+                    [f for f, nested in predicted_side if nested == wanted],
+                )
+            )
+    return report
+
+
+def nested_flags(entities: Sequence[Scorable]) -> list[bool]:
+    """For each entity: does it share a character with another entity of ``entities`` (any type)?
+
+    >>> from collections import namedtuple
+    >>> E = namedtuple("E", "type fragments")
+    >>> nested_flags([E("X", ((0, 10),)), E("Y", ((2, 4),)), E("X", ((20, 25),)), E("X", ((10, 12),))])
+    [True, True, False, False]
+    """
+    fragments = [normalize(entity.fragments) for entity in entities]
+    nested = [False] * len(entities)
+    for first, second, _ in overlapping_pairs(fragments, fragments):
+        if first != second:
+            nested[first] = nested[second] = True
+    return nested
 
 
 def format_report(result: dict) -> str:
     """A plain-text table of a :meth:`Report.to_dict` result."""
     header = f"{'type':<24}{'gold':>7}{'pred':>7}{'exact P':>9}{'R':>7}{'F1':>7}{'lenient P':>11}{'R':>7}{'F1':>7}"
     rows = [header, "-" * len(header)]
-    entries = list(result["per_type"].items()) + [("micro", result)]
+    entries = list(result["per_type"].items()) + [(f"({name})", result[name]) for name in SUBSETS if name in result]
+    entries.append(("micro", result))
     for name, row in entries:
         exact, lenient = row["exact"], row["lenient"]
         rows.append(
@@ -279,3 +324,78 @@ def format_report(result: dict) -> str:
             f"{lenient['precision']:>11.4f}{lenient['recall']:>7.4f}{lenient['f1']:>7.4f}"
         )
     return "\n".join(rows)
+
+
+def paired_bootstrap(
+    gold: Mapping[str, Sequence[Scorable]],
+    first: Mapping[str, Sequence[Scorable]],
+    second: Mapping[str, Sequence[Scorable]],
+    types: Sequence[str] | None = None,
+    resamples: int = 1000,
+    seed: int = 0,
+) -> dict:
+    """How much better ``second`` is than ``first`` on the same gold, with its noise: a paired bootstrap over
+    documents. Each resample draws as many documents as gold has, with replacement, and scores both prediction
+    sets on the same draw; the 95% interval is the 2.5th to 97.5th percentile of the differences of F1.
+
+    Returns:
+        For ``all``, ``nested`` and ``flat`` entities and each of ``exact`` and ``lenient``: ``first`` and
+        ``second`` (F1 on all documents), ``difference`` (second - first), ``interval`` ([low, high]) and
+        ``second_better`` (the share of resamples in which second scores higher); and ``resamples``, ``seed``,
+        ``documents``.
+    """
+    documents = sorted(gold)
+    draws = np.random.default_rng(seed).integers(0, len(documents), size=(resamples, len(documents)))
+    per_document = [
+        [score_document(gold[doc], predictions.get(doc, ()), types) for doc in documents]
+        for predictions in (first, second)
+    ]
+    result: dict = {"resamples": resamples, "seed": seed, "documents": len(documents)}
+    for subset in ("all", *SUBSETS):
+        counts = [[r.total if subset == "all" else r.subsets[subset] for r in side] for side in per_document]
+        result[subset] = {strategy: _bootstrap_f1(counts, strategy, draws) for strategy in ("exact", "lenient")}
+    return result
+
+
+def _bootstrap_f1(counts: Sequence[Sequence[Counts]], strategy: str, draws: np.ndarray) -> dict:
+    observed, resampled = [], []
+    for side in counts:
+        matched = np.array([getattr(c, strategy) for c in side] or [0.0])
+        gold = np.array([c.gold for c in side] or [0])
+        predicted = np.array([c.predicted for c in side] or [0])
+        observed.append(_f1(matched.sum(), gold.sum(), predicted.sum()))
+        resampled.append(_f1(matched[draws].sum(1), gold[draws].sum(1), predicted[draws].sum(1)))
+    differences = resampled[1] - resampled[0]
+    low, high = np.percentile(differences, [2.5, 97.5])
+    return {
+        "first": float(observed[0]),
+        "second": float(observed[1]),
+        "difference": float(observed[1] - observed[0]),
+        "interval": [float(low), float(high)],
+        "second_better": float(np.mean(differences > 0)),
+    }
+
+
+def _f1(matched: np.ndarray, gold: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """Micro F1 from summed counts, 0 where it is undefined (works on arrays of resamples)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f1 = 2 * matched / (np.asarray(gold) + np.asarray(predicted))
+    return np.nan_to_num(f1)
+
+
+def format_comparison(result: dict, first: str, second: str) -> str:
+    """A plain-text table of a :func:`paired_bootstrap` result."""
+    lines = [
+        f"paired bootstrap over {result['documents']} documents ({result['resamples']} resamples, "
+        f"seed {result['seed']}): A = {first}, B = {second}",
+        f"{'entities':<10}{'F1':<9}{'A':>8}{'B':>8}{'B - A':>9}   95% interval      B better",
+    ]
+    for subset in ("all", *SUBSETS):
+        for strategy in ("exact", "lenient"):
+            r = result[subset][strategy]
+            low, high = r["interval"]
+            lines.append(
+                f"{subset:<10}{strategy:<9}{r['first']:>8.4f}{r['second']:>8.4f}{r['difference']:>+9.4f}"
+                f"   [{low:+.4f}, {high:+.4f}]   {r['second_better']:.1%}"
+            )
+    return "\n".join(lines)

@@ -206,6 +206,23 @@ def fresh_download_dir(root: Path) -> Path:
     return Path(tempfile.mkdtemp(dir=root))
 
 
+def model_description(ner: Any) -> str:
+    """What the served bundle is, in the header's words: its architecture, scheme and head.
+
+    >>> from types import SimpleNamespace
+    >>> model_description(SimpleNamespace(architecture="shared", scheme="type", decoder="crf"))
+    'un codificador compartido con una secuencia de etiquetas por tipo de entidad, decodificada con un CRF'
+    """
+    architecture, scheme = getattr(ner, "architecture", "per_layer"), getattr(ner, "scheme", "depth")
+    if architecture != "shared":
+        described = "un BERT por capa de anidamiento (el método del artículo)"
+    elif scheme == "type":
+        described = "un codificador compartido con una secuencia de etiquetas por tipo de entidad"
+    else:
+        described = "un codificador compartido con una secuencia de etiquetas por capa de anidamiento"
+    return described + (", decodificada con un CRF" if getattr(ner, "decoder", "softmax") == "crf" else "")
+
+
 def build_demo(ner: Callable[[str], list[dict[str, Any]]], model_name: str | None = None) -> gr.Blocks:
     """The page. ``ner`` is the loaded pipeline; ``model_name`` is shown and written into the JSON download."""
     import gradio as gr
@@ -246,8 +263,9 @@ def build_demo(ner: Callable[[str], list[dict[str, Any]]], model_name: str | Non
     with gr.Blocks(title="Radiology NER (es)") as demo:
         gr.Markdown(
             "# Entidades en informes radiológicos (español)\n"
-            "Reconocimiento de entidades **solapadas y anidadas** (tipos SpRadIE) con un BERT por capa: cada entidad "
-            f"recibe una de hasta tres capas, y aquí se ven todas a la vez.{model_line}\n\n"
+            f"Reconocimiento de entidades **solapadas y anidadas** (tipos SpRadIE) con {model_description(ner)}. "
+            "La capa de cada entidad es su profundidad de anidamiento (1, la más externa), y aquí se ven todas a la "
+            f"vez.{model_line}\n\n"
             f"⚠️ **{DISCLAIMER}**"
         )
         text = gr.Textbox(

@@ -14,7 +14,7 @@ import torch
 from transformers import HfArgumentParser, TrainingArguments
 from transformers.trainer_utils import IntervalStrategy
 
-from hf_pipeline.radiology_ner import ARCHITECTURES, DECODERS
+from hf_pipeline.radiology_ner import ARCHITECTURES, DECODERS, SCHEMES
 
 DEFAULT_MODEL = "bert-base-multilingual-cased"
 
@@ -95,7 +95,18 @@ class ModelArguments:
     )
     decoder: str = field(
         default="softmax",
-        metadata={"help": "'softmax' (a label per word) or 'crf' (a linear-chain CRF per layer, Viterbi decoding)."},
+        metadata={"help": "The head: 'softmax' (a label per word) or 'crf' (a linear-chain CRF per tag sequence)."},
+    )
+    scheme: str = field(
+        default="depth",
+        metadata={
+            "help": "'depth' (a tag sequence per nesting layer, the paper) or 'type' (a tag sequence per entity type, "
+            "plus sub-layers where entities of one type overlap; needs --architecture shared)."
+        },
+    )
+    max_sublayers: int = field(
+        default=3,
+        metadata={"help": "With --scheme type: at most this many sequences per type (what does not fit is counted)."},
     )
     layers: list[int] = field(default_factory=lambda: [1, 2, 3], metadata={"help": "Layers to train; 1 is required."})
     preset: str | None = field(
@@ -120,6 +131,15 @@ class ModelArguments:
             raise ValueError(f"--architecture must be one of {ARCHITECTURES}, got {self.architecture!r}.")
         if self.decoder not in DECODERS:
             raise ValueError(f"--decoder must be one of {DECODERS}, got {self.decoder!r}.")
+        if self.scheme not in SCHEMES:
+            raise ValueError(f"--scheme must be one of {SCHEMES}, got {self.scheme!r}.")
+        if self.scheme != "depth" and self.architecture != "shared":
+            raise ValueError(
+                f"--scheme {self.scheme} needs --architecture shared: per_layer would fine-tune one encoder per tag "
+                "sequence (one per entity type and sub-layer, dozens of encoders on a real corpus)."
+            )
+        if self.max_sublayers < 1:
+            raise ValueError(f"--max_sublayers must be at least 1, got {self.max_sublayers}.")
         if 1 not in self.layers or len(set(self.layers)) != len(self.layers) or min(self.layers) < 1:
             raise ValueError(f"--layers must be distinct positive numbers including 1; got {self.layers}.")
         self.layers = sorted(self.layers)

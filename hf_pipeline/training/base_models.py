@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import datasets
@@ -27,6 +27,7 @@ from transformers import (
 from hf_pipeline.bundle import make_shared_config
 from hf_pipeline.hub import UnusableError, check_usable
 from hf_pipeline.training.arguments import ModelArguments, NerTrainingArguments
+from hf_pipeline.training.schemes import Encoding
 
 logger = logging.getLogger("train")
 BASE_MODEL_ADVICE = (
@@ -113,23 +114,23 @@ def pretokenized_input_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
 def base_model(
     model_args: ModelArguments,
     tokenizer: PreTrainedTokenizerBase,
-    labels: list[str],
+    encoding: Encoding,
     max_length: int,
-    shared_layers: Sequence[int] | None = None,
+    shared: bool = False,
 ) -> PreTrainedModel:
-    """The model to fine-tune: one layer's classifier, or (``shared_layers``) one head per listed layer."""
+    """The model to fine-tune: one layer's classifier, or (``shared``) one head per tag sequence of ``encoding``."""
+    labels = encoding.sequence_labels[0]
     if model_args.preset == "tiny":
-        model = build_tiny_model(tokenizer, labels, max_position_embeddings=max_length)
-        if shared_layers:
-            make_shared_config(model.config, labels, shared_layers)
-            model = BertForTokenClassification(model.config)
-        return model
-    config = AutoConfig.from_pretrained(model_args.model_name_or_path)
-    head_size = config.num_labels if _has_token_classification_head(config) else None
+        config = build_tiny_model(tokenizer, labels, max_position_embeddings=max_length).config
+    else:
+        config = AutoConfig.from_pretrained(model_args.model_name_or_path)
+        head_size = config.num_labels if _has_token_classification_head(config) else None
     config.num_labels = len(labels)
     config.id2label, config.label2id = dict(enumerate(labels)), {label: i for i, label in enumerate(labels)}
-    if shared_layers:
-        make_shared_config(config, labels, shared_layers)
+    if shared:
+        make_shared_config(config, labels, encoding.layers, encoding.sequences)
+    if model_args.preset == "tiny":
+        return BertForTokenClassification(config)
     if head_size is not None and head_size != config.num_labels:
         _say_new_head(model_args.model_name_or_path, head_size, config.num_labels)
     with _quiet_load_report():  # a fresh head is the point here; said above when it replaces another

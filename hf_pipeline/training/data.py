@@ -1,13 +1,15 @@
-"""Training data: the layered dataset, reports cut into labelled windows, batches, and the layered loss.
+"""Training data: the layered dataset, reports cut into labelled windows, batches, and the softmax head's loss.
 
 Every report becomes overlapping windows of at most ``max_seq_length`` tokens (nothing is truncated); each token
-carries one label per trained layer, on the first subword of each word (-100 elsewhere), so one batch trains every
-layer of a shared encoder, or the one layer of a per-layer model.
+carries one label per tag sequence of the scheme (``hf_pipeline.training.schemes``), on the first subword of each
+word (-100 elsewhere), so one batch trains every sequence of a shared encoder, or the one layer of a per-layer model.
+Validation windows overlap as the pipeline's do (its default stride), so validation reads each word where the
+bundle will.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ import torch.nn.functional as F
 from transformers import PreTrainedTokenizerBase
 
 import hf_dataset
+from hf_pipeline.hub import UnusableError, cached_snapshot, check_usable, offline_variable
 from hf_pipeline.radiology_ner import special_tokens
 from hf_pipeline.training.arguments import DataArguments
 from hf_pipeline.words import window_starts
@@ -30,7 +33,17 @@ def load_data(args: DataArguments) -> datasets.DatasetDict:
     """The layered dataset: built from --brat_dir, loaded from --dataset, or built from the bundled sample."""
     if args.dataset:
         try:
-            return datasets.load_dataset(args.dataset)
+            check_usable(
+                args.dataset,
+                "dataset",
+                "--dataset",
+                advice="or give a folder written by `python -m hf_dataset build`, or --brat_dir to build one.",
+            )
+        except UnusableError as error:
+            raise SystemExit(str(error)) from None
+        snapshot = cached_snapshot(args.dataset, "dataset") if offline_variable() else None
+        try:
+            return datasets.load_dataset(snapshot or args.dataset)
         except (ConnectionError, OSError, ValueError) as error:
             raise SystemExit(
                 f"Cannot load the dataset {args.dataset!r}: {error}\nGive a folder written by "
@@ -95,12 +108,13 @@ def windowed_features(
     layer_labels: Sequence[list[int]],
     tokenizer: PreTrainedTokenizerBase,
     max_length: int,
-    stride: int,
+    stride: int | None,
 ) -> tuple[list[dict[str, list]], DocumentWindows]:
     """One report as overlapping windows of at most ``max_length`` tokens; nothing is truncated.
 
-    ``layer_labels`` holds one word-label list per trained layer; each token's ``labels`` entry lists its
-    label in every layer (-100 on special tokens and continuation subwords).
+    ``layer_labels`` holds one word-label list per tag sequence; each token's ``labels`` entry lists its
+    label in every sequence (-100 on special tokens and continuation subwords). ``stride``: tokens shared by
+    consecutive windows (``None``: the pipeline's default).
     """
     encoding = tokenizer(words, is_split_into_words=True, add_special_tokens=False, verbose=False)
     ids, word_ids = encoding["input_ids"], encoding.word_ids()
@@ -125,18 +139,17 @@ def windowed_features(
 
 
 def windowed_split(
-    split: datasets.Dataset, layers: Sequence[int], tokenizer: PreTrainedTokenizerBase, args: DataArguments
+    split: datasets.Dataset,
+    word_labels: Callable[[dict[str, Any]], list[list[int]]],
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int,
+    stride: int | None,
 ) -> tuple[datasets.Dataset, list[DocumentWindows]]:
-    """Every report of a split as windows labelled for ``layers``, and how each report was cut."""
+    """Every report of a split as windows labelled with ``word_labels(row)`` (one list per tag sequence), and how
+    each report was cut (``stride`` as in :func:`windowed_features`)."""
     rows, documents = [], []
     for example in split:
-        features, windows = windowed_features(
-            example["tokens"],
-            [example[f"ner_tags_{layer}"] for layer in layers],
-            tokenizer,
-            args.max_seq_length,
-            args.doc_stride,
-        )
+        features, windows = windowed_features(example["tokens"], word_labels(example), tokenizer, max_length, stride)
         rows += features
         documents.append(windows)
     return datasets.Dataset.from_list(rows), documents
@@ -160,8 +173,9 @@ class LayeredCollator:
 
 
 def layered_loss(outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
-    """Sum over layers of each layer's mean token cross-entropy. The classifier's outputs are ``[layer, label]``
-    blocks; ``labels`` is ``[batch, token, layer]`` (one layer: the stock token-classification loss)."""
+    """Sum over tag sequences of each one's mean token cross-entropy. The classifier's outputs are
+    ``[sequence, label]`` blocks; ``labels`` is ``[batch, token, sequence]`` (one sequence: the stock
+    token-classification loss)."""
     logits = outputs.logits
     layers = labels.shape[-1]
     per_layer = logits.view(*logits.shape[:2], layers, -1)

@@ -1,6 +1,7 @@
 """The saved bundle scored on every split, as a user will run it: the pipeline predicts each report, the brat
-predictions are written, and the task's scorer compares them with the gold entities, per layer too; the oracle
-(decode(encode(gold))) is the ceiling of the layered method."""
+predictions are written, and the task's scorer compares them with the gold entities (micro, per type, nested and
+flat, and per layer: the predictions of each nesting layer against the gold the dataset encodes in that layer); the
+oracle (decode(encode(gold)) with the scheme trained) is the ceiling of the scheme."""
 
 from __future__ import annotations
 
@@ -12,14 +13,13 @@ from typing import Any
 import datasets
 import torch
 
-from hf_dataset.brat import Entity, write_ann
+from hf_dataset.ann import write_ann
 from hf_dataset.builder import oracle_f1
-from hf_dataset.layers import decode, spans_to_entities
+from hf_dataset.entities import Entity
 from hf_pipeline import load_pipeline
 from hf_pipeline.model_card import entity_types
 from hf_pipeline.scoring import score
-from hf_pipeline.training.data import tag_layers
-from hf_pipeline.training.metrics import gold_entity, layer_gold
+from hf_pipeline.training.schemes import Encoding, gold_entity
 
 logger = logging.getLogger("train")
 
@@ -28,14 +28,9 @@ def gold_entities(split: datasets.Dataset) -> dict[str, list[Entity]]:
     return {row["id"]: [gold_entity(e) for e in row["entities"]] for row in split}
 
 
-def oracle_entities(split: datasets.Dataset, layers: int) -> dict[str, list[Entity]]:
-    """decode(encode(gold)): the layered tags of the dataset turned back into entities."""
-    names = split.features["ner_tags_1"].feature.names
-    oracle = {}
-    for row in split:
-        tags = [[names[i] for i in row[f"ner_tags_{k}"]] for k in range(1, layers + 1)]
-        oracle[row["id"]] = spans_to_entities(decode(tags), [tuple(w) for w in row["token_offsets"]])
-    return oracle
+def layer_gold(split: datasets.Dataset, layer: int) -> dict[str, list[Entity]]:
+    """Per report, the gold entities the dataset encoded in ``layer``."""
+    return {row["id"]: [gold_entity(e) for e in row["entities"] if e["layer"] == layer] for row in split}
 
 
 def per_layer_scores(
@@ -54,14 +49,17 @@ def per_layer_scores(
     return figures
 
 
-def evaluate_bundle(bundle: Path, dataset: datasets.DatasetDict, out: Path, batch_size: int) -> dict[str, Any]:
-    """Predict every split with the pipeline, write brat predictions, and score them with the task's scorer."""
+def evaluate_bundle(
+    bundle: Path, dataset: datasets.DatasetDict, out: Path, batch_size: int, encoding: Encoding
+) -> dict[str, Any]:
+    """Predict every split with the pipeline, write brat predictions, and score them with the task's scorer; the
+    oracle is ``encoding``'s (the scheme trained)."""
     recognizer = load_pipeline(bundle, device=-1 if not torch.cuda.is_available() else 0)
-    layers = tag_layers(dataset)
     results = {}
     for name, split in dataset.items():
         folder = out / "predictions" / name
         predicted = {}
+        merged_before = recognizer.merged_duplicates
         outputs = recognizer(list(split["text"]), batch_size=batch_size)
         for row, entities in zip(split, outputs):
             predicted[row["id"]] = [Entity.from_prediction(e) for e in entities]
@@ -71,8 +69,9 @@ def evaluate_bundle(bundle: Path, dataset: datasets.DatasetDict, out: Path, batc
         gold = gold_entities(split)
         types = entity_types(split.features["ner_tags_1"].feature.names)
         result = score(gold, predicted, types).to_dict()
-        result["oracle"] = oracle_f1(gold, oracle_entities(split, layers), types)
+        result["oracle"] = oracle_f1(gold, {row["id"]: encoding.oracle(row) for row in split}, types)
         result["per_layer"] = per_layer_scores(split, outputs, recognizer.layer_numbers, types)
+        result["merged_duplicates"] = recognizer.merged_duplicates - merged_before
         results[name] = result
         logger.info("%s: exact F1 %.4f, lenient F1 %.4f", name, result["exact"]["f1"], result["lenient"]["f1"])
     return results

@@ -19,9 +19,10 @@ from transformers.trainer_utils import IntervalStrategy, get_last_checkpoint
 
 from hf_pipeline.training.arguments import DataArguments, ModelArguments, NerTrainingArguments
 from hf_pipeline.training.base_models import base_model
-from hf_pipeline.training.crf import attach_crf, crf_loss, move_crf_to_config
-from hf_pipeline.training.data import LayeredCollator, label_list, layered_loss, windowed_split
-from hf_pipeline.training.metrics import argmax_per_layer, entity_metrics, log_probabilities_per_layer
+from hf_pipeline.training.data import LayeredCollator, windowed_split
+from hf_pipeline.training.heads import TRAINING_HEADS
+from hf_pipeline.training.metrics import entity_metrics, probabilities_per_sequence
+from hf_pipeline.training.schemes import Encoding
 
 logger = logging.getLogger("train")
 CONSOLE_REPORTS = 10  # progress lines per model when the console is not a terminal (a log file, CI)
@@ -78,7 +79,7 @@ class TrainedModel:
 
 
 def train_model(
-    layers: list[int],
+    encoding: Encoding,
     dataset: datasets.DatasetDict,
     tokenizer: PreTrainedTokenizerBase,
     data_args: DataArguments,
@@ -86,29 +87,34 @@ def train_model(
     training_args: NerTrainingArguments,
 ) -> TrainedModel:
     """Fine-tune (or, with --resume, reload or continue) the classifier of one layer, or the shared model of
-    all ``layers`` (``--architecture shared``)."""
+    every tag sequence of ``encoding`` (``--architecture shared``)."""
     shared = model_args.architecture == "shared"
+    layers = encoding.layers
     name = "shared" if shared else f"layer_{layers[0]}"
-    title = f"layers {', '.join(map(str, layers))} (shared encoder)" if shared else f"layer {layers[0]}"
+    title = f"{encoding.name} scheme, {len(encoding.sequence_labels)} tag sequences (shared encoder)"
+    title = title if shared else f"layer {layers[0]}"
     out = Path(training_args.output_dir)
     final = out / "checkpoints" / name / "final"
     if model_args.resume and (final / "config.json").is_file():
         logger.info("%s: already trained, loading %s", title, final)
         return TrainedModel(AutoModelForTokenClassification.from_pretrained(final), layers, **_run_record(final))
     logger.info("training %s", title)
-    labels = label_list(dataset)
     args = copy.copy(training_args)  # a shallow copy keeps the distributed state that was set up once
     args.output_dir = str(final.parent)
     if "validation" not in dataset:
         args.eval_strategy, args.load_best_model_at_end = IntervalStrategy.NO, False
-    train_split, _ = windowed_split(dataset["train"], layers, tokenizer, data_args)
+    window = data_args.max_seq_length
+    train_split, _ = windowed_split(dataset["train"], encoding.word_labels, tokenizer, window, data_args.doc_stride)
     evaluated = args.eval_strategy != IntervalStrategy.NO
     eval_split, documents = (
-        windowed_split(dataset["validation"], layers, tokenizer, data_args) if evaluated else (None, [])
+        windowed_split(dataset["validation"], encoding.word_labels, tokenizer, window, None)
+        if evaluated
+        else (None, [])
     )
     set_seed(args.seed)  # the new head's initial weights: the same run gives the same model
-    model = base_model(model_args, tokenizer, labels, data_args.max_seq_length, layers if shared else None)
-    crf = attach_crf(model, labels, len(layers)) if model_args.decoder == "crf" else None
+    model = base_model(model_args, tokenizer, encoding, window, shared)
+    head = TRAINING_HEADS[model_args.decoder]
+    sequences = len(encoding.sequence_labels)
     trainer = Trainer(
         model=model,
         args=args,
@@ -116,9 +122,19 @@ def train_model(
         eval_dataset=eval_split,
         processing_class=tokenizer,
         data_collator=LayeredCollator(tokenizer),
-        compute_loss_func=crf_loss(crf) if crf else layered_loss,
-        compute_metrics=entity_metrics(dataset["validation"], documents, layers, labels, crf) if evaluated else None,
-        preprocess_logits_for_metrics=(log_probabilities_per_layer if crf else argmax_per_layer)(len(layers)),
+        compute_loss_func=head.attach(model, encoding.sequence_labels),
+        compute_metrics=(
+            entity_metrics(
+                dataset["validation"],
+                documents,
+                encoding,
+                model_args.decoder,
+                lambda: head.parameters(model, sequences),
+            )
+            if evaluated
+            else None
+        ),
+        preprocess_logits_for_metrics=probabilities_per_sequence(sequences),
     )
     if not args.disable_tqdm:
         trainer.remove_callback(ProgressCallback)
@@ -133,7 +149,7 @@ def train_model(
         "best_checkpoint": Path(state.best_model_checkpoint).name if state.best_model_checkpoint else None,
         "best_validation_exact_f1": state.best_metric if args.load_best_model_at_end else None,
     }
-    move_crf_to_config(trainer.model)
+    head.finish(trainer.model)
     if trainer.is_world_process_zero():
         trainer.save_model(str(final))
         (final / "run.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

@@ -1,0 +1,82 @@
+"""Heads: how each tag sequence's word probabilities become tags (numpy only); it travels with every bundle.
+
+A head is registered under the name ``config.json["ner_decoder"]`` records, and the pipeline, validation during
+training and the oracle all decode through :func:`decode_sequences`:
+
+- ``softmax``: each word's most probable label; its score is that probability;
+- ``crf``: Viterbi over the sequence's transition matrix (``config.json["ner_crf_transitions"]``, one per sequence,
+  ``crf.py``): IOB2-valid by construction; a word's score is its label's marginal probability under the CRF.
+
+The training half of each head (its loss) is ``hf_pipeline.training.heads``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .crf import TRANSITIONS_KEY, layer_transitions, marginals, viterbi
+
+DECODER_KEY = "ner_decoder"
+
+
+@dataclass(frozen=True)
+class Head:
+    """A registered head: decodes one sequence's ``[word, label]`` probabilities into label ids and word scores."""
+
+    name: str
+    decode: Callable[[np.ndarray, Sequence[str], Any], tuple[np.ndarray, np.ndarray]]
+    parameters: Callable[[Sequence[Any], Sequence[Sequence[str]]], list[Any]]
+
+
+def _softmax_decode(probabilities: np.ndarray, labels: Sequence[str], _: Any) -> tuple[np.ndarray, np.ndarray]:
+    best = probabilities.argmax(-1)
+    return best, probabilities[np.arange(len(best)), best]
+
+
+def _crf_decode(probabilities: np.ndarray, labels: Sequence[str], transitions: Any) -> tuple[np.ndarray, np.ndarray]:
+    emissions = np.log(np.maximum(probabilities, 1e-30)).astype(np.float64)
+    best = viterbi(emissions, transitions, labels)
+    return best, marginals(emissions, transitions, labels)[np.arange(len(best)), best]
+
+
+def _no_parameters(configs: Sequence[Any], labels: Sequence[Sequence[str]]) -> list[Any]:
+    return [None] * len(labels)
+
+
+def _crf_parameters(configs: Sequence[Any], labels: Sequence[Sequence[str]]) -> list[Any]:
+    """One transition matrix per sequence, from the models' configs (a shared model's lists them all)."""
+    found = [matrix for config in configs for matrix in getattr(config, TRANSITIONS_KEY, None) or []]
+    return layer_transitions(found, list(range(1, len(labels) + 1)), labels[0] if labels else [])
+
+
+HEADS: dict[str, Head] = {
+    "softmax": Head("softmax", _softmax_decode, _no_parameters),
+    "crf": Head("crf", _crf_decode, _crf_parameters),
+}
+
+
+def head_of(config: Any) -> Head:
+    """The head a bundle decodes with (``softmax`` for bundles saved before heads were recorded), checked."""
+    name = getattr(config, DECODER_KEY, None) or "softmax"
+    if name not in HEADS:
+        raise ValueError(
+            f"config.json[{DECODER_KEY!r}] is {name!r}; expected one of {tuple(HEADS)}. Save the bundle again "
+            "with hf_pipeline.save_bundle."
+        )
+    return HEADS[name]
+
+
+def decode_sequences(
+    head: Head, word_probabilities: np.ndarray, labels: Sequence[Sequence[str]], parameters: Sequence[Any]
+) -> tuple[list[list[str]], list[np.ndarray]]:
+    """Every sequence's tags and word scores from ``[word, sequence, label]`` probabilities."""
+    tags, scores = [], []
+    for index, sequence_labels in enumerate(labels):
+        best, score = head.decode(word_probabilities[:, index], sequence_labels, parameters[index])
+        tags.append([sequence_labels[int(label)] for label in best])
+        scores.append(score)
+    return tags, scores
