@@ -149,6 +149,7 @@ def release(
         license=model_args.license or dataset_license(data_args),
         architecture=model_args.architecture,
         decoder=model_args.decoder,
+        scheme=model_args.scheme if model_args.architecture == "shared" else "depth",
     )
     print(results_table(results))
     return results

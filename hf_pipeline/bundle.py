@@ -29,10 +29,16 @@ from typing import Any
 
 from transformers import Pipeline, PreTrainedModel, PreTrainedTokenizerBase, pipeline
 
-from hf_pipeline import crf, heads, int8, radiology_ner, schemes, words
+from hf_pipeline import crf, handler, heads, int8, radiology_ner, schemes, words
 from hf_pipeline.heads import DECODER_KEY
 from hf_pipeline.model_card import write_model_card
-from hf_pipeline.radiology_ner import LAYER_FOLDER, WINDOW_KEY, RadiologyNerPipeline
+from hf_pipeline.radiology_ner import (
+    LAYER_FOLDER,
+    VOCABULARY_KEY,
+    WINDOW_KEY,
+    RadiologyNerPipeline,
+    vocabulary_digest,
+)
 from hf_pipeline.schemes import (
     ARCHITECTURE_KEY,
     LABELS_KEY,
@@ -46,7 +52,7 @@ from hf_pipeline.schemes import (
 TASK = "radiology-ner"
 PIPELINE_FILE = Path(radiology_ner.__file__).name
 # The remote code a bundle carries: the pipeline module and every module it imports.
-PIPELINE_MODULES = tuple(m.__file__ for m in (radiology_ner, words, schemes, heads, crf, int8))
+PIPELINE_MODULES = tuple(m.__file__ for m in (radiology_ner, words, schemes, heads, crf, int8, handler))
 CUSTOM_PIPELINE = {
     TASK: {
         "impl": f"{Path(PIPELINE_FILE).stem}.{RadiologyNerPipeline.__name__}",
@@ -95,6 +101,7 @@ def save_bundle(
     setattr(root_model.config, SCHEME_KEY, scheme_of(root_model.config))
     if window:
         setattr(root_model.config, WINDOW_KEY, int(window))
+    setattr(root_model.config, VOCABULARY_KEY, vocabulary_digest(tokenizer))
     shutil.rmtree(output_dir / int8.INT8_FOLDER, ignore_errors=True)  # int8 graphs of earlier weights: stale
     root_model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
@@ -112,6 +119,7 @@ def save_bundle(
             dataset=None,
             architecture="shared" if shared else "per_layer",
             decoder=getattr(root_model.config, DECODER_KEY),
+            scheme=scheme_of(root_model.config),
         )
     return output_dir
 

@@ -26,6 +26,12 @@ def layer_transitions(found: Sequence, layers: Sequence[int], labels: Sequence[s
             f"matrices for layers {list(layers)}, each of which needs a {size[0]} x {size[1]} matrix under "
             f"{TRANSITIONS_KEY!r}. Save the bundle again with hf_pipeline.save_bundle."
         )
+    broken = [index for index, matrix in enumerate(matrices) if not np.isfinite(matrix).all()]
+    if broken:
+        raise ValueError(
+            f"config.json[{TRANSITIONS_KEY!r}]: the transition matrices {broken} hold NaN or infinite scores, which "
+            "decode to nonsense. The file was damaged or edited: save the bundle again with hf_pipeline.save_bundle."
+        )
     return matrices
 
 

@@ -13,6 +13,7 @@ Imported only when int8 is asked for.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib
 import logging
 import os
@@ -31,6 +32,7 @@ logger = logging.getLogger(__name__)
 INT8_FOLDER = "onnx"
 INPUTS = ("input_ids", "attention_mask")  # what the pipeline feeds every model (no token types)
 PER_BLOCK_LAYERS = 2  # the first encoder layers, every MatMul quantized per block (split_matmuls)
+SOURCE_KEY = "radiology_ner.source"  # graph metadata: model_digest of the fp32 model it was exported from
 
 
 def graph_files(architecture: str, layer_numbers: Sequence[int]) -> list[str]:
@@ -62,8 +64,24 @@ def export_int8(model: torch.nn.Module, path: str | Path, max_length: int) -> Pa
         fp32 = export_fp32(model, Path(folder) / "model.onnx", max_length)
         partial = Path(folder) / path.name
         quantize_weights(fp32, partial)
+        onnx = importlib.import_module("onnx")
+        graph = onnx.load(str(partial))
+        onnx.helper.set_model_props(graph, {SOURCE_KEY: model_digest(model)})
+        onnx.save(graph, str(partial))
         os.replace(partial, path)  # complete or absent
     return path
+
+
+def model_digest(model: torch.nn.Module) -> str:
+    """What an int8 graph records of the fp32 model it was exported from: its output count, its classifier and
+    samples of its embeddings and of every encoder weight (a graph of another model, or of earlier weights of
+    this one, records another digest)."""
+    digest = hashlib.sha256(str(getattr(model.config, "num_labels", "")).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        values = tensor.detach().cpu().float().flatten()
+        digest.update(name.encode())
+        digest.update(values[:: max(1, values.numel() // 4096)].numpy().tobytes())
+    return digest.hexdigest()[:32]
 
 
 def export_fp32(model: torch.nn.Module, path: Path, max_length: int) -> Path:
@@ -191,6 +209,26 @@ def _quiet() -> Iterator[None]:
                 logger.setLevel(level)
 
 
+def _session(path: str | Path, options: Any, expected: str) -> Any:
+    """An ONNX Runtime session of ``path``, refused unless it is a graph exported from the model it serves."""
+    onnxruntime = _onnxruntime()
+    try:
+        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as error:  # noqa: BLE001 - ONNX Runtime raises its own types for every kind of broken file
+        raise ValueError(
+            f"{path} is not a readable ONNX graph ({type(error).__name__}): export it again with "
+            "hf_pipeline.bundle.add_int8(bundle), or delete it to export one on first use."
+        ) from None
+    recorded = session.get_modelmeta().custom_metadata_map.get(SOURCE_KEY)
+    if recorded != expected:
+        raise ValueError(
+            f"{path} was not exported from this bundle's weights ({'another model' if recorded else 'no record'}): "
+            "it would predict another model's entities. Export it again with hf_pipeline.bundle.add_int8(bundle), "
+            "or delete it to export one on first use."
+        )
+    return session
+
+
 class Int8Model:
     """One int8 ONNX graph, called like the torch model it replaces: ``logits`` for ``input_ids`` and a mask.
 
@@ -198,11 +236,10 @@ class Int8Model:
     that scale from the window itself, so a report's entities do not depend on the other texts of its batch.
     """
 
-    def __init__(self, path: str | Path, threads: int) -> None:
-        onnxruntime = _onnxruntime()
-        options = onnxruntime.SessionOptions()
+    def __init__(self, path: str | Path, threads: int, source: str) -> None:
+        options = _onnxruntime().SessionOptions()
         options.intra_op_num_threads = threads
-        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = _session(path, options, source)
 
     def __call__(self, **inputs: torch.Tensor) -> torch.Tensor:
         feeds = {name: inputs[name].numpy().astype(np.int64) for name in INPUTS}
@@ -236,5 +273,5 @@ def load_int8(
                     relative,
                 )
                 carried = export_int8(model, Path(exported) / relative, max_length)
-            graphs.append(Int8Model(carried, threads))
+            graphs.append(Int8Model(carried, threads, model_digest(model)))
     return graphs

@@ -17,6 +17,7 @@ from hf_pipeline.hub import is_hub_id
 TAGS = ["token-classification", "ner", "nested-ner", "medical", "radiology", "spanish", "custom_code"]
 LOCAL_CORPUS = "local corpus"
 EXAMPLE = "Riñón derecho de 7,2 cm sin dilatación de la vía excretora."
+HANDLER_FILE = "handler.py"
 
 CITATIONS = """```bibtex
 @inproceedings{solartepabon2021radiology,
@@ -69,6 +70,7 @@ def write_model_card(
     repo_id: str | None = None,
     architecture: str = "per_layer",
     decoder: str = "softmax",
+    scheme: str = "depth",
 ) -> Path:
     """Write ``bundle_dir/README.md``, replacing any card already there.
 
@@ -83,7 +85,8 @@ def write_model_card(
         results: ``eval_results.json`` of ``train.py``: ``{split: {"exact": {...}, "lenient": {...}, ...}}``.
         license: the license of the weights: the training data's license (``unknown`` when not known).
         architecture: ``per_layer`` (one encoder per layer) or ``shared`` (one encoder, one head per layer).
-        decoder: ``softmax`` (a label per word) or ``crf`` (a linear-chain CRF per layer, Viterbi decoding).
+        decoder: ``softmax`` (a label per word) or ``crf`` (a linear-chain CRF per tag sequence, Viterbi decoding).
+        scheme: ``depth`` (a tag sequence per nesting layer) or ``type`` (a tag sequence per entity type).
         repo_id: the Hub repo the bundle is meant for; used in the usage example and as the model-index name.
 
     Returns:
@@ -95,7 +98,8 @@ def write_model_card(
     training_data = describe_dataset(dataset)
     base_model = plain_name(base_model) if base_model else None
     dataset = plain_name(dataset) if dataset else None
-    modules = sorted(path.name for path in bundle_dir.glob("*.py"))  # what trust_remote_code=True may run
+    # What trust_remote_code=True may run (handler.py is Inference Endpoints' entry point, not imported by it):
+    modules = sorted(path.name for path in bundle_dir.glob("*.py") if path.name != HANDLER_FILE)
     data = ModelCardData(
         language="es",
         license=license,
@@ -108,7 +112,7 @@ def write_model_card(
         eval_results=eval_results(results, dataset) if results else None,
     )
     body = card_body(
-        name, labels, base_model, training_data, training, results, repo_id, architecture, decoder, modules
+        name, labels, base_model, training_data, training, results, repo_id, architecture, decoder, modules, scheme
     )
     path = bundle_dir / "README.md"
     ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}").save(path)
@@ -160,21 +164,29 @@ def card_body(
     architecture: str = "per_layer",
     decoder: str = "softmax",
     modules: list[str] | None = None,
+    scheme: str = "depth",
 ) -> str:
     sections = [
-        overview(name, base_model, training_data, architecture, decoder),
+        overview(name, base_model, training_data, architecture, decoder, scheme),
         labels_section(labels),
         usage(repo_id, modules or []),
+        spacy_section(repo_id),
+        endpoint_section(),
         training_section(training),
         results_section(results),
-        limitations(base_model),
+        limitations(base_model, scheme),
         f"## Citation\n\n{CITATIONS}\n",
     ]
     return "\n".join(section for section in sections if section)
 
 
 def overview(
-    name: str, base_model: str | None, training_data: str, architecture: str = "per_layer", decoder: str = "softmax"
+    name: str,
+    base_model: str | None,
+    training_data: str,
+    architecture: str = "per_layer",
+    decoder: str = "softmax",
+    scheme: str = "depth",
 ) -> str:
     origin = (
         f"fine-tuned from `{base_model}`"
@@ -191,10 +203,17 @@ def overview(
         " `layer_2/`, `layer_3/`, each with its own copy of the tokenizer so that every layer also works alone in"
         " the stock `token-classification` pipeline."
     )
+    if scheme == "type":
+        layout = (
+            "**Scheme: `type`, architecture `shared`.** One encoder with one IOB2 tag sequence per entity type (the"
+            " formulation that won SpRadIE), plus a second or third sequence for a type only where entities of that"
+            ' type overlap in the training data (`config.json["ner_sequences"]` lists `[type, sub-layer]` of each);'
+            " the classifier's outputs are one block of `O`, `B-<type>`, `I-<type>` per sequence."
+        )
     if decoder == "crf":
         layout += (
-            "\n\n**Decoder: `crf`.** Each layer has a linear-chain CRF: its label-to-label transition scores are in"
-            ' `config.json["ner_crf_transitions"]` and the `radiology-ner` pipeline decodes every layer with Viterbi'
+            "\n\n**Decoder: `crf`.** Each tag sequence has a linear-chain CRF: its label-to-label transition scores are"
+            ' in `config.json["ner_crf_transitions"]` and the `radiology-ner` pipeline decodes each with Viterbi'
             " (IOB2-valid by construction; an entity's score is the mean CRF marginal probability of its words). The"
             " stock `token-classification` pipeline still loads the model but decodes each word on its own."
         )
@@ -204,9 +223,11 @@ Named entity recognition for **Spanish radiology reports** whose entities overla
 inside an `Anatomical_Entity`, a `Measure` inside a `Finding` ...). It returns every entity with its type,
 its layer and its exact character offsets into the input text.
 
-**Method** (Solarte-Pabón et al., CLEF eHealth 2021, SpRadIE task): every word gets up to three IOB2 tags,
-one per nesting *layer*, and a BERT token classifier predicts each layer. The `radiology-ner` pipeline
-(`radiology_ner.py`) tokenizes once, runs the model(s) and merges every layer's entities.
+**Method**: every word gets several IOB2 tags, one per tag sequence: one per nesting *layer* (Solarte-Pabón et
+al., CLEF eHealth 2021, SpRadIE task) or one per entity type (below), and a BERT token classifier predicts every
+sequence. The `radiology-ner` pipeline (`radiology_ner.py`) tokenizes once, runs the model(s) and merges the
+sequences' entities; an entity two sequences predict is returned once, and each entity's `layer` is its nesting
+depth among the predicted entities (1 outermost).
 
 {layout}
 
@@ -258,6 +279,50 @@ when the repo carries them, else exported on first use; needs `pip install onnxr
 """
 
 
+def spacy_section(repo_id: str | None) -> str:
+    model = repo_id or "<repo_id>"
+    return f"""## Use it in spaCy
+
+With the project installed with its `spacy` extra (`pip install -e ".[spacy]"` in its repository), spaCy finds the
+`radiology_ner` component by itself; it runs this pipeline on `doc.text` (batched through `nlp.pipe`):
+
+```python
+import spacy
+
+nlp = spacy.blank("es")  # or any Spanish pipeline
+nlp.add_pipe("radiology_ner", config={{"model": "{model}", "revision": "<commit sha>"}})
+doc = nlp("{EXAMPLE}")
+for span in doc.spans["radiology_ner"]:  # a SpanGroup: overlapping and nested spans
+    print(span.label_, span.text, span._.layer, span._.score, span._.exact_start, span._.exact_end)
+spacy.displacy.render(doc, style="span", options={{"spans_key": "radiology_ner"}})
+```
+
+A span covers whole spaCy tokens: an entity with a boundary inside a token is widened to it
+(`doc.char_span(start, end, alignment_mode="expand")`), and its exact offsets stay in `span._.exact_start` and
+`span._.exact_end`. `config={{"set_ents": True}}` also puts the outermost entities in `doc.ents`; `spans_key` names
+another `doc.spans` key.
+"""
+
+
+def endpoint_section() -> str:
+    return f"""## Deploy on Inference Endpoints
+
+This repo carries `{HANDLER_FILE}`, a custom handler (`EndpointHandler`): create an Inference Endpoint from the repo
+and it serves the `radiology-ner` pipeline (on the GPU when the instance has one). Send one text or a list:
+
+```bash
+curl "$ENDPOINT_URL" -H "Authorization: Bearer $HF_TOKEN" -H "Content-Type: application/json" \\
+  -d '{{"inputs": "{EXAMPLE}", "parameters": {{"layers": [1, 2]}}}}'
+```
+
+The answer is the pipeline's output (a list of entities per text). `parameters` may hold `layers`, `max_length`,
+`stride` and `batch_size`; any other is refused with a message naming these. `quantize` is chosen when the endpoint
+starts: the environment variable `RADIOLOGY_NER_QUANTIZE=int8` runs int8 ONNX graphs with ONNX Runtime on a CPU
+instance (add `onnxruntime` to a `requirements.txt` in the repo, and `onnx`, `onnxscript` when the repo has no
+`onnx/` graphs).
+"""
+
+
 def training_section(training: dict | None) -> str:
     if not training:
         return ""
@@ -276,7 +341,9 @@ def results_section(results: dict | None) -> str:
     parts = [
         "## Results\n\nScored with the SpRadIE scorer: per document and type, the one-to-one matching of gold"
         " and predicted entities that maximises the Jaccard similarity of their characters; *exact* counts"
-        " identical fragments only, *lenient* counts the Jaccard similarity. Micro-averaged.\n"
+        " identical fragments only, *lenient* counts the Jaccard similarity. Micro-averaged. *nested*: the entities"
+        " that share a character with another entity of their side (gold or predicted), scored against each other;"
+        " *flat*: the others.\n"
     ]
     for split, scores in results.items():
         parts.append(split_results(split, scores))
@@ -285,10 +352,11 @@ def results_section(results: dict | None) -> str:
 
 def split_results(split: str, scores: dict[str, Any]) -> str:
     rows = [score_row("**all**", scores)]
+    rows += [score_row(f"*{subset}*", scores[subset]) for subset in ("nested", "flat") if subset in scores]
     rows += [score_row(entity_type, per_type) for entity_type, per_type in scores.get("per_type", {}).items()]
     oracle = scores.get("oracle")
     ceiling = (
-        f"\nOracle (gold tags decoded back to entities: the ceiling of the layered method on this split): "
+        f"\nOracle (gold tags decoded back to entities: the ceiling of the scheme on this split): "
         f"exact F1 {oracle['exact_f1']:.4f}, lenient F1 {oracle['lenient_f1']:.4f}.\n"
         if oracle
         else ""
@@ -308,17 +376,21 @@ def score_row(name: str, scores: dict[str, Any]) -> str:
     return f"| {name} | {numbers} | {scores.get('gold', '')} | {scores.get('predicted', '')} |"
 
 
-def limitations(base_model: str | None) -> str:
+def limitations(base_model: str | None, scheme: str = "depth") -> str:
     tiny = (
         "\n- These weights come from the `tiny` preset, trained on a small synthetic sample: they show the"
         " mechanics only and are not useful for real reports.\n"
         if base_model is None
         else ""
     )
+    depth = (
+        "Entities of one type that overlap need a sub-layer each; the training data decided how many"
+        if scheme == "type"
+        else "At most three nesting layers are learned: deeper nesting is not represented"
+    )
     return f"""## Limitations
 
 - For research only. Not a medical device: do not use it for clinical decisions.
 - Trained on one corpus (see above); reports from other hospitals, modalities or writing styles will score lower.
-- At most three nesting layers: deeper nesting is not represented; discontinuous entities are predicted as
-  their hull (first start to last end).{tiny}
+- {depth}; discontinuous entities are predicted as their hull (first start to last end).{tiny}
 """

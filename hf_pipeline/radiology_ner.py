@@ -9,6 +9,8 @@ therefore imports only torch, transformers, numpy, the standard library and thos
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
@@ -28,6 +30,7 @@ from .schemes import (
     LABELS_KEY,
     LAYERS_CONFIG_KEY,
     SCHEMES,
+    check_labels,
     output_entities,
     scheme_of,
     sequence_labels,
@@ -40,12 +43,19 @@ _COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 LAYER_FOLDER = "layer_{}"
 # config.json keys of a bundle's root model (the scheme's and head's keys: schemes.py, heads.py):
 WINDOW_KEY = "ner_window"  # the window length (tokens) the bundle was trained with: the default for prediction
+VOCABULARY_KEY = "ner_vocabulary"  # a digest of the tokenizer's vocabulary the bundle was saved with
 ARCHITECTURES = ("per_layer", "shared")
 DECODERS = tuple(HEADS)
 __all__ = ["DECODER_KEY", "LABELS_KEY", "SCHEMES", "Decoder", "RadiologyNerPipeline", "special_tokens"]
 # Windows per forward pass by default: amortises the per-call cost on CPU and keeps a GPU busy.
 DEFAULT_BATCH_SIZE = 32
 QUANTIZATIONS = ("int8",)
+
+
+def vocabulary_digest(tokenizer: PreTrainedTokenizerBase) -> str:
+    """A digest of a tokenizer's vocabulary (token to id): what a bundle records to know its own tokenizer."""
+    vocabulary = sorted(tokenizer.get_vocab().items())
+    return hashlib.sha256(json.dumps(vocabulary, ensure_ascii=False).encode("utf-8")).hexdigest()[:16]
 
 
 def special_tokens(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[int]]:
@@ -101,6 +111,7 @@ class RadiologyNerPipeline(ChunkPipeline):
             self._check_shared_layout()
         else:
             self._check_layers_agree()
+        check_labels(self.sequence_labels)
         self._check_tokenizer_fits()
         self.head = head_of(config)
         self.decoder = self.head.name
@@ -110,6 +121,11 @@ class RadiologyNerPipeline(ChunkPipeline):
             model.to(self.device).eval()
         self.max_window = self._max_window()
         trained_window = getattr(config, WINDOW_KEY, None)
+        if trained_window is not None and (type(trained_window) is not int or trained_window < 3):
+            raise ValueError(
+                f"config.json[{WINDOW_KEY!r}] is {trained_window!r}; expected the window length in tokens the bundle "
+                "was trained with (a whole number of at least 3). Fix or remove the key."
+            )
         self.default_window = min(trained_window, self.max_window) if trained_window else self.max_window
         self.quantization = quantize
         self.int8_models: list[Any] | None = None
@@ -140,12 +156,22 @@ class RadiologyNerPipeline(ChunkPipeline):
             )
 
     def _check_tokenizer_fits(self) -> None:
-        """Every token id of the tokenizer must have an embedding (every layer shares layer 1's vocabulary)."""
+        """Every token id of the tokenizer must have an embedding (every layer shares layer 1's vocabulary), and the
+        tokenizer must be the one the bundle was saved with (``config.json["ner_vocabulary"]``, a digest)."""
         vocab_size = self.model.config.vocab_size
-        if self.tokenizer is not None and len(self.tokenizer) > vocab_size:
+        if self.tokenizer is None:
+            raise ValueError("This bundle has no tokenizer: save the bundle again with hf_pipeline.save_bundle.")
+        if len(self.tokenizer) > vocab_size:
             raise ValueError(
                 f"The tokenizer has {len(self.tokenizer)} tokens but the model only {vocab_size}: "
                 "this tokenizer does not belong to this bundle."
+            )
+        recorded = getattr(self.model.config, VOCABULARY_KEY, None)
+        if recorded is not None and recorded != vocabulary_digest(self.tokenizer):
+            raise ValueError(
+                f"The tokenizer files ({len(self.tokenizer)} tokens) are not the ones this bundle was saved with "
+                f"(config.json[{VOCABULARY_KEY!r}] records another vocabulary): they are missing, damaged or come from "
+                "another model. Copy the tokenizer files of the training run back, or save the bundle again."
             )
 
     def _load_other_layers(self, revision: str | None) -> list[PreTrainedModel]:

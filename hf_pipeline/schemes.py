@@ -67,6 +67,28 @@ def sequence_labels(config: Any, models: int = 1) -> list[list[str]]:
     return [labels for _ in range(models)]
 
 
+def check_labels(labels: Sequence[Sequence[str]]) -> None:
+    """Each sequence's labels must be IOB2 in the project's order: ``O``, then ``B-T``, ``I-T`` for each type.
+
+    >>> check_labels([["O", "B-X", "I-X"]])
+    >>> try:
+    ...     check_labels([["B-X", "O", "I-X"]])
+    ... except ValueError as error:
+    ...     print(str(error)[:75])
+    config.json: the labels of tag sequence 1 are ['B-X', 'O', 'I-X']; expected
+    """
+    for number, sequence in enumerate(labels, start=1):
+        sequence = list(sequence)
+        types = [label[2:] for label in sequence[1::2]]
+        expected = ["O", *(f"{prefix}-{kind}" for kind in types for prefix in ("B", "I"))]
+        if sequence != expected or len(sequence) < 3 or len(set(types)) != len(types) or "" in types:
+            raise ValueError(
+                f"config.json: the labels of tag sequence {number} are {sequence}; expected 'O' then 'B-<type>', "
+                "'I-<type>' for each type. The labels were reordered or edited: save the bundle again with "
+                "hf_pipeline.save_bundle."
+            )
+
+
 @dataclass(frozen=True)
 class Predicted:
     """One entity of a text: its type, its end-exclusive character span and its score."""

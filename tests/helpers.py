@@ -251,3 +251,18 @@ def fill_hub_cache(repos: Repos, cache: Path, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def merged_and_nested(text: str, found: list[tuple[str, int, int, float]], types: list[str]) -> list[tuple]:
+    """What the pipeline returns for entities its sequences found (type, start, end, score): each (type, span)
+    once with its best score, with the layer the dataset's own layering policy gives it, in output order."""
+    from hf_dataset.entities import Entity
+    from hf_dataset.layers import encode
+
+    best: dict[tuple[str, int, int], float] = {}
+    for kind, start, end, score in found:
+        best[(kind, start, end)] = max(best.get((kind, start, end), float("-inf")), score)
+    entities = [Entity(kind, ((start, end),)) for kind, start, end in best]
+    layers = encode(text, entities, types, max_layers=len(entities) + 1).layer_of
+    rows = [(*key, layer, round(score, 5)) for (key, score), layer in zip(best.items(), layers)]
+    return sorted(rows, key=lambda row: (row[1], -row[2], row[3]))

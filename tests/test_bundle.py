@@ -26,6 +26,7 @@ from .helpers import (
     assert_same_entities,
     assert_stock_tokens,
     make_bundle,
+    merged_and_nested,
     predict_in_fresh_process,
     sample_texts,
 )
@@ -60,8 +61,10 @@ def test_traveling_modules_import_only_allowed_packages(tiny_bundle):
     folder = Path(hf_pipeline.__file__).parent
     stdlib = {"__future__"} | set(sys.stdlib_module_names)
     allowed = {
-        "radiology_ner.py": ({"torch", "transformers", "numpy"}, {"words", "crf", "int8"}),
+        "radiology_ner.py": ({"torch", "transformers", "numpy"}, {"words", "schemes", "heads", "int8"}),
         "words.py": (set(), set()),  # no torch: instant import
+        "schemes.py": (set(), {"words"}),
+        "heads.py": ({"numpy"}, {"crf"}),
         "crf.py": ({"numpy"}, set()),
         "int8.py": ({"torch", "transformers", "numpy", "onnxruntime"}, set()),
     }
@@ -147,18 +150,18 @@ def test_crf_bundle_decodes_each_layer_by_viterbi_over_its_transitions(tmp_path)
     first = [encoded.word_ids().index(w) for w in range(len(spans))]
     expected = []
     with torch.no_grad():
-        for layer, model in enumerate(ner.layer_models, start=1):
+        for model in ner.layer_models:
             emissions = model(**encoded).logits[0, first].log_softmax(-1).double().numpy()
             transitions = np.array(getattr(model.config, TRANSITIONS_KEY)[0])
             path = viterbi(emissions, transitions, labels)
             probabilities = marginals(emissions, transitions, labels)[np.arange(len(path)), path]
             for span in decode_bio([labels[i] for i in path]):
                 score = float(np.mean(probabilities[span.first : span.last + 1]))
-                expected.append((span.type, spans[span.first][0], spans[span.last][1], layer, round(score, 4)))
-    got = [(e["entity_group"], e["start"], e["end"], e["layer"], round(e["score"], 4)) for e in ner(text)]
-    assert got == sorted(expected, key=lambda x: (x[1], -x[2], x[3])) and got
+                expected.append((span.type, spans[span.first][0], spans[span.last][1], score))
+    got = [(e["entity_group"], e["start"], e["end"], e["layer"], round(e["score"], 5)) for e in ner(text)]
+    assert got == merged_and_nested(text, expected, SPRADIE_TYPES) and got
     argmax = hf_pipeline.load_pipeline(make_bundle(tmp_path / "plain"))
-    assert argmax.decoder == "softmax" and argmax.transitions is None
+    assert argmax.decoder == "softmax" and argmax.head_parameters == [None, None, None]
 
 
 def test_crf_bundle_layers_load_in_the_stock_pipeline_and_in_a_fresh_process(tmp_path):

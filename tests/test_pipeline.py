@@ -34,6 +34,7 @@ from .helpers import (
     assert_same_entities,
     assert_stock_tokens,
     make_bundle,
+    merged_and_nested,
     predict_in_fresh_process,
     run_fresh,
     sample_texts,
@@ -189,13 +190,13 @@ def test_entity_beyond_the_first_window_is_found(quiste_bundle):
     assert {"entity_group": "Finding", "start": start, "end": start + 6, "layer": 1}.items() <= next(
         e for e in entities if e["start"] == start
     ).items()
-    rd = text.index("RD")
-    assert any(e["start"] == rd and e["entity_group"] == "Abbreviation" and e["layer"] == 2 for e in entities)
-    assert not any(e["layer"] == 3 for e in entities)
-    assert ner(text, layers=[2]) == [e for e in entities if e["layer"] == 2]
+    rd = text.index("RD")  # layer 2's model finds it, and no entity holds it: its nesting layer is 1
+    assert any(e["start"] == rd and e["entity_group"] == "Abbreviation" and e["layer"] == 1 for e in entities)
+    assert {e["layer"] for e in entities} == {1}
+    assert ner(text, layers=[1]) == entities and ner(text, layers=[2]) == []
 
 
-def test_output_equals_decoding_each_layers_argmax_by_hand(tiny_bundle):
+def test_output_equals_decoding_each_layers_argmax_by_hand_then_merging_and_nesting(tiny_bundle):
     ner = hf_pipeline.load_pipeline(tiny_bundle)
     text = "Quiste de 3,5 mm en RD."
     spans = word_spans(text)
@@ -204,15 +205,15 @@ def test_output_equals_decoding_each_layers_argmax_by_hand(tiny_bundle):
     first = [word_ids.index(w) for w in range(len(spans))]
     expected = []
     with torch.no_grad():
-        for layer, model in enumerate(ner.layer_models, start=1):
+        for model in ner.layer_models:
             probs = model(**encoded).logits[0].softmax(-1)
             ids = [int(probs[p].argmax()) for p in first]
             for span in decode_bio([model.config.id2label[i] for i in ids]):
                 score = sum(float(probs[first[w], ids[w]]) for w in range(span.first, span.last + 1))
                 score /= span.last - span.first + 1
-                expected.append((span.type, spans[span.first][0], spans[span.last][1], layer, round(score, 5)))
+                expected.append((span.type, spans[span.first][0], spans[span.last][1], score))
     got = [(e["entity_group"], e["start"], e["end"], e["layer"], round(e["score"], 5)) for e in ner(text)]
-    assert got == sorted(expected, key=lambda x: (x[1], -x[2], x[3]))
+    assert got == merged_and_nested(text, expected, SPRADIE_TYPES) and got
 
 
 def test_batch_list_generator_and_single_calls_agree(tiny_bundle):
@@ -234,9 +235,12 @@ def test_non_string_inputs_raise_type_error(tiny_bundle):
 
 def test_layers_option_is_validated(tiny_bundle):
     ner = hf_pipeline.load_pipeline(tiny_bundle)
-    assert {e["layer"] for e in ner(REPORT, layers=[1, 3])} <= {1, 3}
-    with pytest.raises(ValueError, match="not in this bundle"):
-        ner(REPORT, layers=[4])
+    everything = ner(REPORT)
+    assert ner(REPORT, layers=[1, 3]) == [e for e in everything if e["layer"] in (1, 3)]
+    assert ner(REPORT, layers=[9]) == [e for e in everything if e["layer"] == 9]
+    for wrong in ([0], [1.5], ["1"]):
+        with pytest.raises(ValueError, match="whole numbers from 1"):
+            ner(REPORT, layers=wrong)
 
 
 def test_predict_cli_brat_jsonl_and_rerun(tiny_bundle, tmp_path, capsys):

@@ -25,6 +25,7 @@ from hf_pipeline.training.arguments import TINY_PRESET, DataArguments, NerTraini
 from hf_pipeline.training.base_models import build_tiny_model, check_model_reachable, train_wordpiece
 from hf_pipeline.training.data import align_labels, layered_loss, windowed_features, windowed_split
 from hf_pipeline.training.metrics import entity_metrics
+from hf_pipeline.training.schemes import DepthEncoding
 from hf_pipeline.training.trainer import CONSOLE_REPORTS
 from hf_pipeline.words import window_starts
 from train import main as train_main
@@ -81,23 +82,25 @@ def test_layered_loss_of_one_layer_is_the_stock_token_classification_loss():
 
 def test_validation_metric_is_the_task_exact_f1_of_what_the_bundle_decodes(tokenizer):
     dataset, _ = hf_dataset.build()
-    split, labels = dataset["validation"], dataset["train"].features["ner_tags_1"].feature.names
-    data_args = DataArguments(max_seq_length=24, doc_stride=6)
-    windows, documents = windowed_split(split, [1, 2], tokenizer, data_args)
-    gold_ids = np.array(
-        [[[-100 if cell == -100 else cell for cell in row] for row in w] for w in _padded(windows["labels"])]
-    )
-    metrics = entity_metrics(split, documents, [1, 2], labels)
-    perfect = metrics(EvalPrediction(predictions=gold_ids, label_ids=gold_ids))
+    split = dataset["validation"]
+    encoding = DepthEncoding(dataset, [1, 2])
+    windows, documents = windowed_split(split, encoding.word_labels, tokenizer, 24, None)
+    assert all(d.starts == window_starts(len(d.word_ids), 22) for d in documents)  # the pipeline's windows
+    gold_ids = np.array(_padded(windows["labels"]))  # [window, token, sequence]
+    labels = len(encoding.sequence_labels[0])
+    one_hot = (gold_ids[..., None] == np.arange(labels)).astype(np.float32)  # -100: no label, decoded as O
+    metrics = entity_metrics(split, documents, encoding, "softmax", lambda: [None, None])
+    perfect = metrics(EvalPrediction(predictions=one_hot, label_ids=gold_ids))
     oracle = [e for row in split for e in row["entities"] if e["layer"] in (1, 2)]
-    assert len(oracle) > 100 and perfect["exact_f1"] > 0.95 and perfect["layer_2_exact_f1"] > 0.9
+    assert len(oracle) > 100 and perfect["exact_f1"] > 0.95 and perfect["nested_exact_f1"] > 0.9
     assert perfect["lenient_f1"] >= perfect["exact_f1"]
-    nothing = metrics(EvalPrediction(predictions=np.zeros_like(gold_ids), label_ids=gold_ids))
+    nothing = metrics(EvalPrediction(predictions=np.zeros_like(one_hot), label_ids=gold_ids))
     assert nothing["exact_f1"] == 0.0
-    # Layer 2's tags predicted as layer 1's and the other way round: the task figure pools the layers, so it holds;
-    # the per-layer figures see the swap.
-    swapped = metrics(EvalPrediction(predictions=gold_ids[..., ::-1].copy(), label_ids=gold_ids))
-    assert swapped["exact_f1"] == perfect["exact_f1"] and swapped["layer_2_exact_f1"] < perfect["layer_2_exact_f1"]
+    # The two sequences swapped: the task figure pools them, so it holds.
+    swapped = metrics(EvalPrediction(predictions=one_hot[:, :, ::-1].copy(), label_ids=gold_ids))
+    assert swapped["exact_f1"] == perfect["exact_f1"]
+    crf = entity_metrics(split, documents, encoding, "crf", lambda: [np.zeros((labels, labels))] * 2)
+    assert crf(EvalPrediction(predictions=one_hot, label_ids=gold_ids))["exact_f1"] == perfect["exact_f1"]
 
 
 def _padded(rows: list[list[list[int]]]) -> list[list[list[int]]]:

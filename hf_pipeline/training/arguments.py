@@ -54,7 +54,7 @@ class DataArguments:
         metadata={"help": "Folder written by `python -m hf_dataset build`, or a Hub dataset id."},
     )
     brat_dir: str | None = field(
-        default=None, metadata={"help": "Build the dataset on the fly from this brat folder instead of --dataset."}
+        default=None, metadata={"help": "Build the dataset from this brat folder instead of --dataset."}
     )
     types: str | None = field(
         default=None, metadata={"help": "With --brat_dir: comma-separated types or 'auto' (default: SpRadIE)."}
@@ -64,14 +64,14 @@ class DataArguments:
         default="hull", metadata={"help": "With --brat_dir: 'hull' or 'split' for discontinuous entities."}
     )
     skip_invalid: bool = field(
-        default=False, metadata={"help": "With --brat_dir: skip (and itemise) invalid annotations instead of failing."}
+        default=False, metadata={"help": "With --brat_dir: skip (and list) invalid annotations."}
     )
     max_seq_length: int = field(
         default=512,
         metadata={"help": "Window length in subword tokens, special tokens included; the bundle predicts with it."},
     )
     doc_stride: int = field(
-        default=128, metadata={"help": "Tokens shared by consecutive windows of a long report (no truncation)."}
+        default=128, metadata={"help": "Tokens shared by consecutive training windows (no truncation)."}
     )
 
     def __post_init__(self) -> None:
@@ -99,14 +99,11 @@ class ModelArguments:
     )
     scheme: str = field(
         default="depth",
-        metadata={
-            "help": "'depth' (a tag sequence per nesting layer, the paper) or 'type' (a tag sequence per entity type, "
-            "plus sub-layers where entities of one type overlap; needs --architecture shared)."
-        },
+        metadata={"help": "'depth' (a tag sequence per nesting layer) or 'type' (per entity type; needs shared)."},
     )
     max_sublayers: int = field(
         default=3,
-        metadata={"help": "With --scheme type: at most this many sequences per type (what does not fit is counted)."},
+        metadata={"help": "--scheme type: the most sequences per type."},
     )
     layers: list[int] = field(default_factory=lambda: [1, 2, 3], metadata={"help": "Layers to train; 1 is required."})
     preset: str | None = field(
