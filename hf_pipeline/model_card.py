@@ -98,8 +98,7 @@ def write_model_card(
     training_data = describe_dataset(dataset)
     base_model = plain_name(base_model) if base_model else None
     dataset = plain_name(dataset) if dataset else None
-    # What trust_remote_code=True may run (handler.py is Inference Endpoints' entry point, not imported by it):
-    modules = sorted(path.name for path in bundle_dir.glob("*.py") if path.name != HANDLER_FILE)
+    modules = sorted(path.name for path in bundle_dir.glob("*.py"))  # what trust_remote_code=True may run
     data = ModelCardData(
         language="es",
         license=license,

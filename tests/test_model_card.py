@@ -158,6 +158,16 @@ def test_the_security_notice_names_exactly_the_python_files_of_the_bundle(tmp_pa
     assert remote_code_files(ModelCard.load(write_full_card(bundle)).text) == modules | {"handler.py"}
 
 
+def test_the_card_shows_the_spacy_component_and_the_inference_endpoints_handler(bundle):
+    text = ModelCard.load(write_full_card(bundle)).text
+    spacy_part = text.split("## Use it in spaCy", 1)[1].split("\n## ", 1)[0]
+    assert 'nlp.add_pipe("radiology_ner", config={"model": "org/radiology-ner"' in spacy_part
+    assert 'doc.spans["radiology_ner"]' in spacy_part and 'alignment_mode="expand"' in spacy_part
+    endpoint_part = text.split("## Deploy on Inference Endpoints", 1)[1].split("\n## ", 1)[0]
+    assert "`handler.py`" in endpoint_part and "RADIOLOGY_NER_QUANTIZE=int8" in endpoint_part
+    assert (bundle / "handler.py").is_file()
+
+
 def test_the_citation_names_the_papers_authors_as_published(bundle):
     text = ModelCard.load(write_full_card(bundle)).text
     assert "Blazquez-Herranz, Alberto and" in text and "Alvaro" not in text

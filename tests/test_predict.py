@@ -16,7 +16,18 @@ import pytest
 import hf_pipeline
 from hf_pipeline.predict.outputs import features
 
-from .helpers import REPO, REPORTS, cli, fill_hub_cache, launch_env, repo_files, shards, synthetic_reports
+from .helpers import (
+    CHUNK,
+    REPO,
+    REPORTS,
+    cli,
+    fill_hub_cache,
+    launch_env,
+    repo_files,
+    shards,
+    synthetic_reports,
+    without_score,
+)
 
 pytestmark = pytest.mark.usefixtures("datasets_cache")  # a cache of this module's own
 
@@ -57,6 +68,64 @@ def test_no_text_and_manifest(tiny_bundle, reports_parquet, tmp_path, capsys):
     assert cli("--model", tiny_bundle, "--input", reports_parquet, "--output", output, "--format", "parquet",
                "--chunk_size", 50) == 2  # fmt: skip
     assert "chunk_size=100" in capsys.readouterr().err  # a rerun with other settings would mix two chunkings
+
+
+# --- spaCy output ---------------------------------------------------------------------------------------------------
+
+
+def docbin_rows(folder: Path) -> list[dict]:
+    """The reports of a ``--format spacy`` output as Parquet rows (id, text, entities from doc.spans)."""
+    import spacy
+
+    from hf_pipeline.predict.outputs import iter_docbin_docs
+
+    return [
+        {"id": doc._.report_id, "text": doc.text, "entities": [
+            {"entity_group": s.label_, "score": s._.score, "word": s._.exact_text, "start": s._.exact_start,
+             "end": s._.exact_end, "layer": s._.layer} for s in doc.spans["radiology_ner"]]}
+        for doc in iter_docbin_docs(folder, spacy.blank("es").vocab)
+    ]  # fmt: skip
+
+
+def test_spacy_docbin_shards_hold_the_parquet_output_and_resume_by_chunk(tiny_bundle, reports_parquet, reference,
+                                                                         tmp_path, capsys):  # fmt: skip
+    output = tmp_path / "out"
+    args = ["--model", tiny_bundle, "--input", reports_parquet, "--output", output, "--format", "spacy",
+            "--chunk_size", CHUNK]  # fmt: skip
+    assert cli(*args) == 0
+    paths = sorted((output / "data").glob("*.spacy"))
+    assert [p.name for p in paths] == [f"chunk-{i:06d}.spacy" for i in range(REPORTS // CHUNK)]
+    rows, expected = docbin_rows(output), reference.to_pylist()
+    assert [{**r, "entities": [without_score(e) for e in r["entities"]]} for r in rows] == [
+        {**r, "entities": [without_score(e) for e in r["entities"]]} for r in expected
+    ]
+    assert [e["score"] for r in rows for e in r["entities"]] == pytest.approx(
+        [e["score"] for r in expected for e in r["entities"]], abs=1e-6
+    )  # Parquet stores float32
+    manifest = json.loads((output / "manifest.json").read_text())
+    assert manifest["complete"] and manifest["reports"] == REPORTS and len(manifest["shards"]) == len(paths)
+    assert manifest["entities"] == sum(len(r["entities"]) for r in rows)
+    paths[3].unlink()
+    (output / "data" / "chunk-000007.spacy.tmp").write_bytes(b"cut short")  # as a killed write leaves it
+    capsys.readouterr()
+    assert cli(*args) == 0
+    assert f"skipped {REPORTS - CHUNK} report(s)" in capsys.readouterr().out
+    assert docbin_rows(output) == rows and not list(output.rglob("*.tmp"))
+
+
+def test_spacy_output_refuses_no_text(tiny_bundle, tmp_path, capsys):
+    from hf_dataset import SAMPLE_CORPUS
+
+    args = ["--input", SAMPLE_CORPUS / "test", "--output", tmp_path / "out", "--format", "spacy", "--no_text"]
+    assert cli("--model", tiny_bundle, *args) == 2
+    assert "a spaCy Doc is made of its text; leave --no_text out" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_help_lists_the_spacy_format(capsys):
+    with pytest.raises(SystemExit):
+        cli("--help")
+    assert "spacy: DIR/data/chunk-NNNNNN.spacy, spaCy DocBin files" in " ".join(capsys.readouterr().out.split())
 
 
 # --- Inputs ---------------------------------------------------------------------------------------------------------
@@ -207,7 +276,7 @@ def run_with_file_size_limit(args: list[object], limit: int, tmp_path: Path) -> 
                           preexec_fn=limit_files, timeout=300)  # fmt: skip
 
 
-@pytest.mark.parametrize("fmt", ["brat", "jsonl", "parquet"])
+@pytest.mark.parametrize("fmt", ["brat", "jsonl", "parquet", "spacy"])
 def test_a_write_that_fails_midway_leaves_nothing_a_rerun_takes_for_done(tiny_bundle, tmp_path, fmt, capsys):
     from hf_dataset import SAMPLE_CORPUS
 
@@ -229,6 +298,8 @@ def test_a_write_that_fails_midway_leaves_nothing_a_rerun_takes_for_done(tiny_bu
     for name in expected:
         if fmt == "parquet":
             assert pq.read_table(output / name).equals(pq.read_table(tmp_path / "fresh" / name))
+        elif fmt == "spacy":  # DocBin's string table is a set: its order, so its bytes, vary between processes
+            assert docbin_rows(output) == docbin_rows(tmp_path / "fresh")
         else:
             assert (output / name).read_bytes() == (tmp_path / "fresh" / name).read_bytes()
 
@@ -311,7 +382,7 @@ def test_a_folder_named_like_a_report_is_not_read_as_one(tiny_bundle, tmp_path, 
     ]  # fmt: skip
 
 
-@pytest.mark.parametrize("fmt", ["brat", "jsonl", "parquet"])
+@pytest.mark.parametrize("fmt", ["brat", "jsonl", "parquet", "spacy"])
 def test_a_lone_surrogate_is_one_line_naming_the_row_and_exit_2(tiny_bundle, tmp_path, fmt, capsys):
     source = tmp_path / "reports.jsonl"
     lines = ['{"id": "ok", "text": "Quiste simple."}', '{"id": "bad", "text": "Quiste \\ud800 simple."}']

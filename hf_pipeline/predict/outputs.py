@@ -1,4 +1,5 @@
-"""Where predictions go: brat ``.ann`` files, one JSONL file, or Parquet shards; each resumable and atomic.
+"""Where predictions go: brat ``.ann`` files, one JSONL file, Parquet shards or spaCy ``DocBin`` files; each
+resumable and atomic.
 
 Every file is written under a temporary name and renamed, so a report is either fully written or absent: a rerun
 never takes a half-written file for a finished one. ``manifest.json`` records the settings of the run (a rerun
@@ -7,8 +8,12 @@ done, the counts.
 
 Parquet: report ``i`` of the input belongs to chunk ``i // chunk_size``, written as ``data/chunk-NNNNNN.parquet``
 by the one process that owns the chunk; the shard exists only when the whole chunk is done, so a rerun (with any
-number of processes) redoes exactly the missing chunks. Columns (declared, see :data:`FEATURES`): ``id``,
+number of processes) redoes exactly the missing chunks. Columns (declared, see :func:`features`): ``id``,
 ``text`` (unless ``no_text``) and ``entities``, the pipeline's dicts.
+
+spaCy: the same chunks, as ``data/chunk-NNNNNN.spacy`` ``DocBin`` files (``store_user_data=True``): one ``Doc`` per
+report (``spacy.blank("es")``'s tokens), its entities in ``doc.spans["radiology_ner"]`` as the ``radiology_ner``
+spaCy component writes them (:func:`hf_pipeline.spacy_component.set_entities`), its id in ``doc._.report_id``.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ MANIFEST = "manifest.json"
 JSONL_OUTPUT = "predictions.jsonl"
 SHARD_FOLDER = "data"
 SHARD_NAME = "chunk-{:06d}.parquet"
+DOCBIN_NAME = "chunk-{:06d}.spacy"
+SPACY_LANGUAGE = "es"  # the tokenizer of the Docs in DocBin files
 TEMP_SUFFIX = ".tmp"
 SETTINGS = ("format", "model", "revision", "input", "split", "text_column", "id_column", "chunk_size", "no_text")
 
@@ -216,8 +223,12 @@ def _complete_record(raw: bytes) -> dict[str, Any] | None:
     return record if isinstance(record, dict) and isinstance(record.get("id"), str) else None
 
 
-class ParquetWriter(Writer):
-    """One shard per chunk of ``chunk_size`` input reports, written when the chunk is complete."""
+class ChunkWriter(Writer):
+    """One shard per chunk of ``chunk_size`` input reports, written when the chunk is complete (``data/chunk-NNNNNN``
+    plus the format's suffix). A subclass says what it keeps of a report until its chunk is written (``_item``), how
+    a shard is written (``_write``) and counted (``_count``)."""
+
+    shard_name = SHARD_NAME
 
     def __init__(self, folder: Path, overwrite: bool, no_text: bool, chunk_size: int) -> None:
         super().__init__(folder, overwrite, no_text)
@@ -225,11 +236,10 @@ class ParquetWriter(Writer):
         self.shards = folder / SHARD_FOLDER
         self.existing = set() if overwrite else {int(path.stem.split("-")[1]) for path in self._shard_paths()}
         self.chunk: int | None = None
-        self.records: dict[str, list[Any]] = {}
-        self.schema = features(no_text).arrow_schema
+        self.items: list[Any] = []
 
     def _shard_paths(self) -> list[Path]:
-        return sorted(self.shards.glob(SHARD_NAME.replace("{:06d}", "[0-9]*")))
+        return sorted(self.shards.glob(self.shard_name.replace("{:06d}", "[0-9]*")))
 
     def done(self, position: int, doc_id: str = "") -> bool:
         return position // self.chunk_size in self.existing
@@ -247,35 +257,33 @@ class ParquetWriter(Writer):
         chunk = row.position // self.chunk_size
         if chunk != self.chunk:
             self._flush()
-            self.chunk, self.records = chunk, {name: [] for name in self.schema.names}
-        self.records["id"].append(row.id)
-        if not self.no_text:
-            self.records["text"].append(row.text)
-        self.records["entities"].append(entities)
+            self.chunk, self.items = chunk, []
+        self.items.append(self._item(row, entities))
 
     def _flush(self) -> None:
         if self.chunk is None:
             return
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+        items = self.items
+        write_atomic(self.shards / self.shard_name.format(self.chunk), lambda temp: self._write(temp, items))
+        self.chunk, self.items = None, []
 
-        table = pa.Table.from_pydict(self.records, schema=self.schema)
-        path = self.shards / SHARD_NAME.format(self.chunk)
-        write_atomic(path, lambda temp: pq.write_table(table, temp))
-        self.chunk, self.records = None, {}
+    def _item(self, row: Row, entities: list[dict[str, Any]]) -> Any:
+        raise NotImplementedError
+
+    def _write(self, path: Path, items: list[Any]) -> None:
+        raise NotImplementedError
+
+    def _count(self, path: Path) -> tuple[int, int]:
+        """(reports, entities) of a shard."""
+        raise NotImplementedError
 
     def close(self) -> None:
         self._flush()
 
     def finish(self, total: int) -> dict[str, Any]:
-        import pyarrow.compute as pc
-        import pyarrow.parquet as pq
-
         paths = self._shard_paths()
-        entities = sum(
-            pc.sum(pc.list_value_length(pq.read_table(p, columns=["entities"])["entities"])).as_py() or 0 for p in paths
-        )
-        reports = sum(pq.ParquetFile(p).metadata.num_rows for p in paths)
+        counts = [self._count(path) for path in paths]
+        reports, entities = sum(c[0] for c in counts), sum(c[1] for c in counts)
         expected = -(-total // self.chunk_size)
         if reports != total or len(paths) != expected:
             raise OutputError(
@@ -289,6 +297,64 @@ class ParquetWriter(Writer):
         }
 
 
+class ParquetWriter(ChunkWriter):
+    """Parquet shards with the declared :func:`features`."""
+
+    def __init__(self, folder: Path, overwrite: bool, no_text: bool, chunk_size: int) -> None:
+        super().__init__(folder, overwrite, no_text, chunk_size)
+        self.schema = features(no_text).arrow_schema
+
+    def _item(self, row: Row, entities: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"id": row.id} | ({} if self.no_text else {"text": row.text}) | {"entities": entities}
+
+    def _write(self, path: Path, items: list[dict[str, Any]]) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(items, schema=self.schema), path)
+
+    def _count(self, path: Path) -> tuple[int, int]:
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        entities = pq.read_table(path, columns=["entities"])["entities"]
+        return pq.ParquetFile(path).metadata.num_rows, pc.sum(pc.list_value_length(entities)).as_py() or 0
+
+
+class DocBinWriter(ChunkWriter):
+    """spaCy ``DocBin`` shards: a ``Doc`` per report with its entities in ``doc.spans`` (see the module docstring)."""
+
+    shard_name = DOCBIN_NAME
+
+    def __init__(self, folder: Path, overwrite: bool, no_text: bool, chunk_size: int) -> None:
+        import spacy  # run.py checked that it is installed
+
+        from hf_pipeline.spacy_component import set_entities
+
+        super().__init__(folder, overwrite, no_text, chunk_size)
+        self.nlp = spacy.blank(SPACY_LANGUAGE)
+        self.set_entities = set_entities
+
+    def _item(self, row: Row, entities: list[dict[str, Any]]) -> Any:
+        doc = self.nlp.make_doc(row.text)
+        self.set_entities(doc, entities)
+        doc._.report_id = row.id
+        return doc
+
+    def _write(self, path: Path, items: list[Any]) -> None:
+        from spacy.tokens import DocBin
+
+        DocBin(store_user_data=True, docs=items).to_disk(path)
+
+    def _count(self, path: Path) -> tuple[int, int]:
+        from spacy.tokens import DocBin
+
+        from hf_pipeline.spacy_component import SPANS_KEY
+
+        docs = list(DocBin().from_disk(path).get_docs(self.nlp.vocab))
+        return len(docs), sum(len(doc.spans[SPANS_KEY]) for doc in docs)
+
+
 def make_writer(fmt: str, folder: Path, overwrite: bool, no_text: bool, chunk_size: int) -> Writer:
     if fmt == "brat":
         return BratWriter(folder, overwrite, no_text)
@@ -296,7 +362,9 @@ def make_writer(fmt: str, folder: Path, overwrite: bool, no_text: bool, chunk_si
         return JsonlWriter(folder, overwrite, no_text)
     if fmt == "parquet":
         return ParquetWriter(folder, overwrite, no_text, chunk_size)
-    raise ValueError(f"Unknown format {fmt!r}: choose brat, jsonl or parquet.")
+    if fmt == "spacy":
+        return DocBinWriter(folder, overwrite, no_text, chunk_size)
+    raise ValueError(f"Unknown format {fmt!r}: choose brat, jsonl, parquet or spacy.")
 
 
 def iter_shard_rows(folder: Path) -> Iterator[dict[str, Any]]:
@@ -305,3 +373,11 @@ def iter_shard_rows(folder: Path) -> Iterator[dict[str, Any]]:
 
     for path in sorted((folder / SHARD_FOLDER).glob("*.parquet")):
         yield from pq.read_table(path).to_pylist()
+
+
+def iter_docbin_docs(folder: Path, vocab: Any) -> Iterator[Any]:
+    """Every ``Doc`` of a spaCy output, in input order, read with ``vocab`` (for checks and tests)."""
+    from spacy.tokens import DocBin
+
+    for path in sorted((folder / SHARD_FOLDER).glob("*.spacy")):
+        yield from DocBin().from_disk(path).get_docs(vocab)

@@ -1,7 +1,7 @@
 """Predict reports with a bundle: a folder, a file, Parquet, a dataset; one process or many; resumable.
 
     python -m hf_pipeline.predict --model BUNDLE --input INPUT --output DIR
-                                  [--format brat|jsonl|parquet] [--split S] [--text_column text] [--id_column id]
+                                  [--format brat|jsonl|parquet|spacy] [--split S] [--text_column text] [--id_column id]
                                   [--no_text] [--chunk_size 1000] [--streaming] [--batch_size 32] [--quantize int8]
                                   [--overwrite]
     accelerate launch --multi_gpu --num_processes N -m hf_pipeline.predict ...   # or torchrun --nproc_per_node N
@@ -10,16 +10,20 @@ INPUT: a folder (every ``.txt`` below it), one ``.txt``, a ``.jsonl`` file (a ``
 file or folder, a dataset folder written by ``python -m hf_dataset build``, or a Hub dataset id. ``brat`` writes
 ``DIR/<id>.ann`` per report, readable by ``python -m hf_pipeline.score``; ``jsonl`` writes ``DIR/predictions.jsonl``
 (``id``, ``text``, ``entities``); ``parquet`` writes ``DIR/data/chunk-NNNNNN.parquet`` shards (``id``, ``text``,
-``entities``) that ``datasets.load_dataset("parquet", data_files="DIR/data/*.parquet")`` loads.
+``entities``) that ``datasets.load_dataset("parquet", data_files="DIR/data/*.parquet")`` loads; ``spacy`` (needs the
+``spacy`` extra) writes ``DIR/data/chunk-NNNNNN.spacy`` ``DocBin`` files, one ``Doc`` per report (tokens of
+``spacy.blank("es")``) with its entities in ``doc.spans["radiology_ner"]`` as the ``radiology_ner`` spaCy component
+writes them and its id in ``doc._.report_id``: ``DocBin().from_disk(path).get_docs(spacy.blank("es").vocab)``.
 
 Under ``accelerate launch`` or ``torchrun`` every process (one GPU each, where there are GPUs) predicts its own
 chunks of ``--chunk_size`` reports. ``DIR/manifest.json`` holds the settings and, once every process is done, the
-counts. A rerun skips what is done (whole chunks for Parquet) unless ``--overwrite`` is given.
+counts. A rerun skips what is done (whole chunks for Parquet and spaCy) unless ``--overwrite`` is given.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import signal
@@ -46,7 +50,7 @@ from hf_pipeline.predict.outputs import (
     write_json,
 )
 
-FORMATS = ("brat", "jsonl", "parquet")
+FORMATS = ("brat", "jsonl", "parquet", "spacy")
 MODEL_ADVICE = "or give a bundle folder (for example runs/tiny/model)."
 PROCESS_GROUP_TIMEOUT = timedelta(days=7)  # the first process waits at the end for the slowest one
 
@@ -222,7 +226,7 @@ def predict(
 ) -> Summary:
     """Predict every report of ``input_path`` not done yet into ``output``; see the module docstring."""
     world = world or World()
-    _check_options(fmt, chunk_size, world)
+    _check_options(fmt, chunk_size, world, no_text)
     source = open_input(str(input_path), split, text_column, id_column, streaming)
     output = Path(output)
     check_output(output)
@@ -247,9 +251,13 @@ def predict(
     return summary
 
 
-def _check_options(fmt: str, chunk_size: int, world: World) -> None:
+def _check_options(fmt: str, chunk_size: int, world: World, no_text: bool = False) -> None:
     if fmt not in FORMATS:
         raise PredictError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}.")
+    if fmt == "spacy" and no_text:
+        raise PredictError("--no_text: a spaCy Doc is made of its text; leave --no_text out with --format spacy.")
+    if fmt == "spacy" and importlib.util.find_spec("spacy") is None:
+        raise PredictError("--format spacy needs spaCy: pip install -e '.[spacy]' (or pip install 'spacy>=3.8,<3.9').")
     if chunk_size < 1:
         raise PredictError(f"--chunk_size {chunk_size}: give a positive number of reports per shard.")
     if fmt == "jsonl" and world.size > 1:
@@ -299,12 +307,20 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         help="folder of .txt, a .txt, a .jsonl, a Parquet file or folder, a dataset folder or a Hub dataset id",
     )
     parser.add_argument("--output", required=True, help="output folder")
-    parser.add_argument("--format", choices=FORMATS, default="brat")
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="brat",
+        help="brat: DIR/<id>.ann; jsonl: DIR/predictions.jsonl; parquet: DIR/data/chunk-NNNNNN.parquet; spacy: "
+        "DIR/data/chunk-NNNNNN.spacy, spaCy DocBin files with the entities in doc.spans['radiology_ner'] (needs spaCy)",
+    )
     parser.add_argument("--split", help="dataset split to predict (needed when the dataset has several)")
     parser.add_argument("--text_column", default="text", help="column (or JSONL field) holding the report")
     parser.add_argument("--id_column", help="column (or JSONL field) holding the id (default: id, else row number)")
     parser.add_argument("--no_text", action="store_true", help="leave the text out of jsonl and parquet outputs")
-    parser.add_argument("--chunk_size", type=int, default=1000, help="reports per Parquet shard and per work unit")
+    parser.add_argument(
+        "--chunk_size", type=int, default=1000, help="reports per Parquet or spaCy shard and per work unit"
+    )
     parser.add_argument("--streaming", action="store_true", help="stream a dataset instead of memory-mapping it")
     parser.add_argument("--batch_size", type=int, default=32, help="windows per forward pass")
     parser.add_argument(
