@@ -12,10 +12,10 @@ bundled sample (its ids fit any vocabulary), so tokens per character differ from
 
 Workloads (the "report mix" is the first two): the bundled sample's 8 test reports one call each ("reports, one by
 one"), the same 8 as one list ("reports, one list"), and long texts of 1k, 4k, 16k and 64k characters. Variants:
-this pipeline (fp32; the shared-encoder bundle; int8 with ONNX Runtime, and with torch.ao's deprecated dynamic
-quantization, the route before it, for both) and what a user would do without
-it: three stock ``pipeline("token-classification", model=<layer k>, aggregation_strategy="simple")`` calls on the
-same texts, with the same batch size and window overlap (``stride``), so that they also read all of a long text.
+this pipeline (fp32 per layer; the shared-encoder bundle with the depth scheme and with the type scheme, a tag
+sequence per SpRadIE type and a second one for two of them; int8 with ONNX Runtime for each) and what a user would do
+without it: three stock ``pipeline("token-classification", model=<layer k>, aggregation_strategy="simple")`` calls
+on the same texts, with the same batch size and window overlap (``stride``), so that they also read all of a long text.
 
 Per workload and variant it prints the median seconds of up to ``--repeats`` runs (fewer once a cell has used
 ``--budget`` seconds; the number of runs is printed), characters/s, subword tokens/s, the speed ratio to stock,
@@ -161,29 +161,19 @@ def measure(run: Callable[[], object], meter: ForwardMeter, repeats: int, budget
     return Measured(len(seconds), seconds[middle], forwards[middle], flops[middle], rss[0])
 
 
-def random_bundle(folder: Path, size: str, tokenizer: Any, shared: bool = False) -> Path:
+def random_bundle(folder: Path, size: str, tokenizer: Any, shared: bool = False, scheme: str = "depth") -> Path:
     labels = label_names(SPRADIE_TYPES)
     shape = {"vocab_size": len(tokenizer), **SHAPES[size]}
     config = BertConfig(**shape, id2label=dict(enumerate(labels)), label2id={x: i for i, x in enumerate(labels)})
     torch.manual_seed(0)
     if shared:
-        make_shared_config(config, labels, [1, 2, 3])
+        sequences = [(kind, 1) for kind in SPRADIE_TYPES] + [(kind, 2) for kind in SPRADIE_TYPES[:2]]
+        make_shared_config(config, labels, [1, 2, 3], sequences if scheme == "type" else None)
         models = [BertForTokenClassification(config)]
     else:
         models = [BertForTokenClassification(config) for _ in range(3)]
     tokenizer.model_max_length = shape["max_position_embeddings"]
     return hf_pipeline.save_bundle([m.eval() for m in models], tokenizer, folder)
-
-
-def torch_ao_int8(recognizer: Any) -> Any:
-    """The int8 route before ONNX Runtime, for comparison: torch.ao's dynamic quantization of every Linear, weights
-    per output channel, in place (deprecated in torch and announced for removal)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for model in recognizer.layer_models:
-            qconfig = {torch.nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig}
-            torch.ao.quantization.quantize_dynamic(model, qconfig, inplace=True)
-    return recognizer
 
 
 def stock_runner(bundle: Path, stride: int) -> tuple[Callable[[Any], object], list[PreTrainedModel]]:
@@ -231,12 +221,12 @@ def benchmark_size(size: str, args: argparse.Namespace, work: Path, tokenizer: A
     }
     bundles = {"": per_layer}
     if not args.model:
-        bundles[" shared"] = random_bundle(work / f"{size}-shared", size, tokenizer, shared=True)
-        shared = hf_pipeline.load_pipeline(bundles[" shared"])
-        variants["ours shared"] = (shared, shared.layer_models)
+        for scheme in ("depth", "type"):
+            name = " shared" + (" type" if scheme == "type" else "")
+            bundles[name] = random_bundle(work / f"{size}-shared-{scheme}", size, tokenizer, shared=True, scheme=scheme)
+            shared = hf_pipeline.load_pipeline(bundles[name])
+            variants[f"ours{name}"] = (shared, shared.layer_models)
     for name, bundle in bundles.items() if not args.no_int8 else ():
-        before = torch_ao_int8(hf_pipeline.load_pipeline(bundle))
-        variants[f"ours{name} int8 torch.ao (before)"] = (before, before.layer_models)
         int8 = hf_pipeline.load_pipeline(bundle, quantize="int8")
         variants[f"ours{name} int8 ONNX Runtime"] = (int8, [])  # no torch forward to time: GEMM columns n/a
     peak = gemm_peak(ours.model.config)

@@ -44,6 +44,7 @@ def graph_files(architecture: str, layer_numbers: Sequence[int]) -> list[str]:
 
 def _onnxruntime() -> Any:
     """onnxruntime, imported in a try block: transformers then does not require it to load the remote code."""
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")  # read when it loads: no session file, no usage events
     try:
         import onnxruntime
     except ImportError:
@@ -51,7 +52,7 @@ def _onnxruntime() -> Any:
             'quantize="int8" runs the model with ONNX Runtime: pip install onnxruntime '
             '(and onnx onnxscript to export a bundle that carries no int8 graph), or pip install "radiology-ner[int8]".'
         ) from None
-    onnxruntime.disable_telemetry_events()  # no usage events, nor their local database, from a user's reports
+    onnxruntime.disable_telemetry_events()  # also when it was imported before this module
     return onnxruntime
 
 
