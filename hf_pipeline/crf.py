@@ -62,48 +62,72 @@ def _masked(transitions: np.ndarray, labels: Sequence[str]) -> tuple[np.ndarray,
 
 
 def viterbi(emissions: np.ndarray, transitions: np.ndarray, labels: Sequence[str]) -> np.ndarray:
-    """The best IOB2-valid label sequence: ``emissions`` is ``[word, label]``, ``transitions`` ``[from, to]``.
+    """The best IOB2-valid label sequence: ``emissions`` is ``[word, label]``, ``transitions`` ``[from, to]``; or
+    several sequences at once, ``[sequence, word, label]`` and ``[sequence, from, to]`` (``labels`` of the same
+    IOB2 shape for all: one Python step per word, not per word and sequence).
 
     >>> labels = ["O", "B-X", "I-X"]
     >>> emissions = np.log([[0.6, 0.3, 0.1], [0.2, 0.1, 0.7]])  # alone, word 1 would be "I-X" after "O"
     >>> viterbi(emissions, np.zeros((3, 3)), labels).tolist()
     [1, 2]
+    >>> viterbi(np.stack([emissions, emissions[::-1]]), np.zeros((2, 3, 3)), labels).tolist()
+    [[1, 2], [0, 0]]
     """
-    transitions, start = _masked(np.asarray(transitions, dtype=np.float64), labels)
-    if len(emissions) == 0:
-        return np.zeros(0, dtype=np.int64)
-    score = start + emissions[0]
+    single = emissions.ndim == 2
+    emissions, transitions, start = _batched(emissions, transitions, labels)
+    batch, count, _ = emissions.shape
+    if count == 0:
+        path = np.zeros((batch, 0), dtype=np.int64)
+        return path[0] if single else path
+    rows = np.arange(batch)
+    score = start + emissions[:, 0]
     backpointers = np.zeros(emissions.shape, dtype=np.int64)
-    for position in range(1, len(emissions)):
-        candidates = score[:, None] + transitions
-        backpointers[position] = candidates.argmax(0)
-        score = candidates.max(0) + emissions[position]
-    path = [int(score.argmax())]
-    for position in range(len(emissions) - 1, 0, -1):
-        path.append(int(backpointers[position, path[-1]]))
-    return np.array(path[::-1], dtype=np.int64)
+    for position in range(1, count):
+        candidates = score[:, :, None] + transitions
+        backpointers[:, position] = candidates.argmax(1)
+        score = candidates.max(1) + emissions[:, position]
+    path = np.zeros((batch, count), dtype=np.int64)
+    path[:, -1] = score.argmax(1)
+    for position in range(count - 1, 0, -1):
+        path[:, position - 1] = backpointers[rows, position, path[:, position]]
+    return path[0] if single else path
 
 
 def marginals(emissions: np.ndarray, transitions: np.ndarray, labels: Sequence[str]) -> np.ndarray:
-    """``[word, label]`` probability of each label at each word under the CRF (forward-backward).
+    """``[word, label]`` probability of each label at each word under the CRF (forward-backward); batched like
+    :func:`viterbi`.
 
     >>> labels = ["O", "B-X", "I-X"]
     >>> p = marginals(np.log([[0.6, 0.3, 0.1], [0.2, 0.1, 0.7]]), np.zeros((3, 3)), labels)
     >>> bool(np.allclose(p.sum(1), 1)), float(p[0, 2])  # "I-X" cannot start a text
     (True, 0.0)
     """
-    transitions, start = _masked(np.asarray(transitions, dtype=np.float64), labels)
-    count = len(emissions)
+    single = emissions.ndim == 2
+    emissions, transitions, start = _batched(emissions, transitions, labels)
+    count = emissions.shape[1]
     forward, backward = np.zeros(emissions.shape), np.zeros(emissions.shape)
-    if count == 0:
-        return forward
-    forward[0] = start + emissions[0]
-    for position in range(1, count):
-        forward[position] = _logsumexp(forward[position - 1][:, None] + transitions, axis=0) + emissions[position]
-    for position in range(count - 2, -1, -1):
-        backward[position] = _logsumexp(transitions + (emissions[position + 1] + backward[position + 1])[None], axis=1)
-    log_z = _logsumexp(forward[-1], axis=0)
-    return np.exp(forward + backward - log_z)
+    if count:
+        forward[:, 0] = start + emissions[:, 0]
+        for position in range(1, count):
+            step = forward[:, position - 1, :, None] + transitions
+            forward[:, position] = _logsumexp(step, axis=1) + emissions[:, position]
+        for position in range(count - 2, -1, -1):
+            following = (emissions[:, position + 1] + backward[:, position + 1])[:, None, :]
+            backward[:, position] = _logsumexp(transitions + following, axis=2)
+        log_z = _logsumexp(forward[:, -1], axis=1)
+        forward = np.exp(forward + backward - log_z[:, None, None])
+    return forward[0] if single else forward
+
+
+def _batched(
+    emissions: np.ndarray, transitions: np.ndarray, labels: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``[sequence, word, label]`` emissions, ``[sequence, from, to]`` masked transitions, the start scores."""
+    emissions = np.asarray(emissions, dtype=np.float64)
+    emissions = emissions[None] if emissions.ndim == 2 else emissions
+    transitions, start = _masked(np.asarray(transitions, dtype=np.float64), labels)
+    transitions = np.broadcast_to(transitions, (len(emissions), *transitions.shape[-2:]))
+    return emissions, transitions, start
 
 
 def _logsumexp(values: np.ndarray, axis: int) -> np.ndarray:

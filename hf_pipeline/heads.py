@@ -25,22 +25,29 @@ DECODER_KEY = "ner_decoder"
 
 @dataclass(frozen=True)
 class Head:
-    """A registered head: decodes one sequence's ``[word, label]`` probabilities into label ids and word scores."""
+    """A registered head: decodes the ``[word, sequence, label]`` probabilities of every tag sequence at once into
+    ``[sequence, word]`` label ids and word scores."""
 
     name: str
-    decode: Callable[[np.ndarray, Sequence[str], Any], tuple[np.ndarray, np.ndarray]]
+    decode: Callable[[np.ndarray, Sequence[Sequence[str]], Sequence[Any]], tuple[np.ndarray, np.ndarray]]
     parameters: Callable[[Sequence[Any], Sequence[Sequence[str]]], list[Any]]
 
 
-def _softmax_decode(probabilities: np.ndarray, labels: Sequence[str], _: Any) -> tuple[np.ndarray, np.ndarray]:
-    best = probabilities.argmax(-1)
-    return best, probabilities[np.arange(len(best)), best]
+def _softmax_decode(probabilities: np.ndarray, labels: Sequence[Sequence[str]], _: Any) -> tuple[np.ndarray, ...]:
+    best = probabilities.argmax(-1).T  # [sequence, word]
+    return best, np.take_along_axis(probabilities.transpose(1, 0, 2), best[..., None], -1)[..., 0]
 
 
-def _crf_decode(probabilities: np.ndarray, labels: Sequence[str], transitions: Any) -> tuple[np.ndarray, np.ndarray]:
-    emissions = np.log(np.maximum(probabilities, 1e-30)).astype(np.float64)
-    best = viterbi(emissions, transitions, labels)
-    return best, marginals(emissions, transitions, labels)[np.arange(len(best)), best]
+def _crf_decode(
+    probabilities: np.ndarray, labels: Sequence[Sequence[str]], transitions: Sequence[Any]
+) -> tuple[np.ndarray, ...]:
+    """Viterbi and the marginals of every sequence at once (their labels have the same IOB2 shape: checked when
+    the bundle is loaded)."""
+    emissions = np.log(np.maximum(probabilities, 1e-30)).astype(np.float64).transpose(1, 0, 2)
+    matrices = np.stack([np.asarray(matrix, dtype=np.float64) for matrix in transitions])
+    best = viterbi(emissions, matrices, labels[0])
+    scores = marginals(emissions, matrices, labels[0])
+    return best, np.take_along_axis(scores, best[..., None], -1)[..., 0]
 
 
 def _no_parameters(configs: Sequence[Any], labels: Sequence[Sequence[str]]) -> list[Any]:
@@ -72,11 +79,7 @@ def head_of(config: Any) -> Head:
 
 def decode_sequences(
     head: Head, word_probabilities: np.ndarray, labels: Sequence[Sequence[str]], parameters: Sequence[Any]
-) -> tuple[list[list[str]], list[np.ndarray]]:
+) -> tuple[list[list[str]], np.ndarray]:
     """Every sequence's tags and word scores from ``[word, sequence, label]`` probabilities."""
-    tags, scores = [], []
-    for index, sequence_labels in enumerate(labels):
-        best, score = head.decode(word_probabilities[:, index], sequence_labels, parameters[index])
-        tags.append([sequence_labels[int(label)] for label in best])
-        scores.append(score)
-    return tags, scores
+    best, scores = head.decode(word_probabilities, labels, parameters)
+    return [[names[int(label)] for label in row] for names, row in zip(labels, best)], scores
