@@ -16,7 +16,7 @@ from transformers.dynamic_module_utils import get_imports
 
 import hf_pipeline
 from hf_dataset import SAMPLE_CORPUS, SPRADIE_TYPES, label_names, read_corpus
-from hf_pipeline.bundle import make_shared_config, split_shared
+from hf_pipeline.bundle import PIPELINE_MODULES, make_shared_config, split_shared
 from hf_pipeline.crf import TRANSITIONS_KEY, marginals, viterbi
 from hf_pipeline.training.base_models import build_tiny_model, train_wordpiece
 from hf_pipeline.words import decode_bio, word_spans
@@ -67,7 +67,9 @@ def test_traveling_modules_import_only_allowed_packages(tiny_bundle):
         "heads.py": ({"numpy"}, {"crf"}),
         "crf.py": ({"numpy"}, set()),
         "int8.py": ({"torch", "transformers", "numpy", "onnxruntime"}, set()),
+        "handler.py": ({"torch", "transformers"}, set()),  # Inference Endpoints' entry point
     }
+    assert set(allowed) == {Path(module).name for module in PIPELINE_MODULES}
     for name, (packages, siblings) in allowed.items():
         absolute, relative = imported_packages(folder / name)
         assert absolute <= packages | stdlib and relative == siblings, name
