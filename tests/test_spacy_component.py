@@ -62,7 +62,7 @@ def test_the_component_gives_exactly_the_pipelines_entities_on_the_sample_test_r
             assert span.start_char <= entity["start"] < entity["end"] <= span.end_char  # the fewest tokens covering it
             assert span[0].idx + len(span[0]) > entity["start"] and span[-1].idx < entity["end"]
             misaligned += (span.start_char, span.end_char) != (entity["start"], entity["end"])
-    assert component.misaligned == misaligned
+    assert component.misaligned == misaligned > 0  # the tiny model cuts tokens ("7,2" is one spaCy token)
 
 
 def test_nlp_pipe_over_many_texts_equals_one_call_per_text(nlp, ner):
