@@ -51,7 +51,7 @@ from hf_pipeline.schemes import (
 
 TASK = "radiology-ner"
 PIPELINE_FILE = Path(radiology_ner.__file__).name
-# The remote code a bundle carries: the pipeline module and every module it imports.
+# The code a bundle carries: the pipeline module, every module it imports, and the Inference Endpoints handler.
 PIPELINE_MODULES = tuple(m.__file__ for m in (radiology_ner, words, schemes, heads, crf, int8, handler))
 CUSTOM_PIPELINE = {
     TASK: {

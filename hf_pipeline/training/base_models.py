@@ -61,7 +61,14 @@ def build_tiny_model(
     tokenizer: PreTrainedTokenizerBase, labels: list[str], max_position_embeddings: int = 128, hidden_size: int = 128
 ) -> BertForTokenClassification:
     """A small BERT token classifier from scratch: the same classes as mBERT, a fraction of the size."""
-    config = BertConfig(
+    return BertForTokenClassification(tiny_config(tokenizer, labels, max_position_embeddings, hidden_size))
+
+
+def tiny_config(
+    tokenizer: PreTrainedTokenizerBase, labels: list[str], max_position_embeddings: int = 128, hidden_size: int = 128
+) -> BertConfig:
+    """The tiny preset's BERT configuration."""
+    return BertConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
         num_hidden_layers=2,
@@ -73,7 +80,6 @@ def build_tiny_model(
         label2id={label: index for index, label in enumerate(labels)},
         pad_token_id=tokenizer.pad_token_id,
     )
-    return BertForTokenClassification(config)
 
 
 def check_model_reachable(name_or_path: str) -> None:
@@ -121,7 +127,7 @@ def base_model(
     """The model to fine-tune: one layer's classifier, or (``shared``) one head per tag sequence of ``encoding``."""
     labels = encoding.sequence_labels[0]
     if model_args.preset == "tiny":
-        config = build_tiny_model(tokenizer, labels, max_position_embeddings=max_length).config
+        config = tiny_config(tokenizer, labels, max_position_embeddings=max_length)
     else:
         config = AutoConfig.from_pretrained(model_args.model_name_or_path)
         head_size = config.num_labels if _has_token_classification_head(config) else None
