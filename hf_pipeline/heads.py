@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .crf import TRANSITIONS_KEY, layer_transitions, marginals, viterbi
+from .schemes import config_choice
 
 DECODER_KEY = "ner_decoder"
 
@@ -68,13 +69,7 @@ HEADS: dict[str, Head] = {
 
 def head_of(config: Any) -> Head:
     """The head a bundle decodes with (``softmax`` for bundles saved before heads were recorded), checked."""
-    name = getattr(config, DECODER_KEY, None) or "softmax"
-    if name not in HEADS:
-        raise ValueError(
-            f"config.json[{DECODER_KEY!r}] is {name!r}; expected one of {tuple(HEADS)}. Save the bundle again "
-            "with hf_pipeline.save_bundle."
-        )
-    return HEADS[name]
+    return HEADS[config_choice(config, DECODER_KEY, tuple(HEADS), "softmax")]
 
 
 def decode_sequences(

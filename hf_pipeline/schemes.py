@@ -35,15 +35,20 @@ ARCHITECTURE_KEY = "ner_architecture"  # "per_layer" (one model per sequence) or
 SCHEMES = ("depth", "type")
 
 
-def scheme_of(config: Any) -> str:
-    """The bundle's scheme, checked (a bundle saved before schemes existed is ``depth``)."""
-    scheme = getattr(config, SCHEME_KEY, None) or "depth"
-    if scheme not in SCHEMES:
+def config_choice(config: Any, key: str, choices: Sequence[str], default: str) -> str:
+    """``config.json[key]``, one of ``choices`` (``default`` when a bundle saved before the key existed lacks it)."""
+    value = getattr(config, key, None) or default
+    if value not in choices:
         raise ValueError(
-            f"config.json[{SCHEME_KEY!r}] is {scheme!r}; expected one of {SCHEMES}. The bundle was saved by another "
+            f"config.json[{key!r}] is {value!r}; expected one of {tuple(choices)}. The bundle was saved by another "
             "version of this project, or edited by hand: save it again with hf_pipeline.save_bundle."
         )
-    return scheme
+    return value
+
+
+def scheme_of(config: Any) -> str:
+    """The bundle's scheme, checked (a bundle saved before schemes existed is ``depth``)."""
+    return config_choice(config, SCHEME_KEY, SCHEMES, "depth")
 
 
 def type_labels(entity_type: str) -> list[str]:
