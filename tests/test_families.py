@@ -1,6 +1,6 @@
-"""Every encoder family a user fine-tunes, with both architectures and both decoders: train a few steps from a tiny
-random base checkpoint of that family (tests/families.py), load the bundle in a fresh process with
-trust_remote_code, predict texts with accents, CRLF and punctuation glued to words, and check every offset."""
+"""Every encoder family a user fine-tunes, with both architectures, both decoders and both schemes: train a few
+steps from a tiny random base checkpoint of that family (tests/families.py), load the bundle in a fresh process
+with trust_remote_code, predict texts with accents, CRLF and punctuation glued to words, and check every offset."""
 
 from __future__ import annotations
 
@@ -21,14 +21,16 @@ HOSTILE_TEXTS = [
     "Riñón derecho:5,4cm (RD).\r\nECOGRAFÍA—sin cambios;¿quiste?\r\nNódulo hipoecogénico de 3x2mm.",
     "Hígado: ecoestructura homogénea,vesícula sin litiasis.\r\n\r\nConclusión:normal.",
 ]
-# Every family with the paper's architecture (softmax) and with the shared encoder + CRF head; the other two
-# combinations on BERT (cased) and XLM-R.
+# Every family with the paper's architecture (softmax), with the shared encoder + CRF head, and with the type scheme
+# + CRF head; the other combinations on BERT (cased) and XLM-R.
 COMBINATIONS = [
-    *[(family, "per_layer", "softmax") for family in FAMILIES],
-    *[(family, "shared", "crf") for family in FAMILIES],
-    ("bert-cased", "per_layer", "crf"),
-    ("bert-cased", "shared", "softmax"),
-    ("xlm-roberta", "per_layer", "crf"),
+    *[(family, "per_layer", "softmax", "depth") for family in FAMILIES],
+    *[(family, "shared", "crf", "depth") for family in FAMILIES],
+    *[(family, "shared", "crf", "type") for family in FAMILIES],
+    ("bert-cased", "per_layer", "crf", "depth"),
+    ("bert-cased", "shared", "softmax", "depth"),
+    ("bert-cased", "shared", "softmax", "type"),
+    ("xlm-roberta", "per_layer", "crf", "depth"),
 ]
 TRAIN_OPTIONS = ["--max_steps", "3", "--learning_rate", "1e-4", "--max_seq_length", "64", "--doc_stride", "16",
                  "--eval_strategy", "no", "--save_strategy", "no", "--logging_steps", "1"]  # fmt: skip
@@ -42,7 +44,7 @@ for name, folder in json.loads(sys.argv[2]).items():
     report[name] = {
         "entities": sum(map(len, outputs)),
         "offsets_exact": all(t[e["start"]:e["end"]] == e["word"] for t, o in zip(texts, outputs) for e in o),
-        "architecture": ner.architecture, "decoder": ner.decoder, "layers": ner.layer_numbers,
+        "architecture": ner.architecture, "decoder": ner.decoder, "scheme": ner.scheme, "layers": ner.layer_numbers,
     }
 print(json.dumps(report))
 """
@@ -56,8 +58,8 @@ def dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return export(dataset, builder, tmp_path_factory.mktemp("data") / "sample", license="apache-2.0")
 
 
-def name_of(family: str, architecture: str, decoder: str) -> str:
-    return f"{family}-{architecture}-{decoder}"
+def name_of(family: str, architecture: str, decoder: str, scheme: str) -> str:
+    return f"{family}-{architecture}-{decoder}-{scheme}"
 
 
 @pytest.fixture(scope="module")
@@ -66,11 +68,13 @@ def trained(tmp_path_factory: pytest.TempPathFactory, dataset_dir: Path) -> dict
     root, texts = tmp_path_factory.mktemp("families"), sample_texts()
     bases = {family: build_base(family, root / "bases" / family, texts, max_positions=64) for family in FAMILIES}
     results, bundles = {}, {}
-    for family, architecture, decoder in COMBINATIONS:
-        name, out = name_of(family, architecture, decoder), root / "runs" / name_of(family, architecture, decoder)
+    for combination in COMBINATIONS:
+        family, architecture, decoder, scheme = combination
+        name = name_of(*combination)
+        out = root / "runs" / name
         scores = train_main(["--dataset", str(dataset_dir), "--model_name_or_path", str(bases[family]),
-                             "--architecture", architecture, "--decoder", decoder, "--output_dir", str(out),
-                             *TRAIN_OPTIONS])  # fmt: skip
+                             "--architecture", architecture, "--decoder", decoder, "--scheme", scheme,
+                             "--output_dir", str(out), *TRAIN_OPTIONS])  # fmt: skip
         results[name] = {"trained": "test" in scores and (out / "model" / "config.json").is_file()}
         bundles[name] = str(out / "model")
     fresh = json.loads(
@@ -82,20 +86,22 @@ def trained(tmp_path_factory: pytest.TempPathFactory, dataset_dir: Path) -> dict
     )
     for name in results:
         results[name].update(fresh[name])
-    print("\n| family | architecture | decoder | trained | fresh load | offsets exact | entities predicted |")
-    print("| --- | --- | --- | --- | --- | --- | ---: |")
-    for (family, architecture, decoder), name in zip(COMBINATIONS, results):
+    print("\n| family | architecture | decoder | scheme | trained | fresh load | offsets exact | entities predicted |")
+    print("| --- | --- | --- | --- | --- | --- | --- | ---: |")
+    for (family, architecture, decoder, scheme), name in zip(COMBINATIONS, results):
         r = results[name]
-        print(f"| {family} | {architecture} | {decoder} | {r['trained']} | {r['decoder'] == decoder} | "
+        loaded = (r["decoder"], r["scheme"]) == (decoder, scheme)
+        print(f"| {family} | {architecture} | {decoder} | {scheme} | {r['trained']} | {loaded} | "
               f"{r['offsets_exact']} | {r['entities']} |")  # fmt: skip
     return results
 
 
-@pytest.mark.parametrize(("family", "architecture", "decoder"), COMBINATIONS)
-def test_family_trains_loads_fresh_and_predicts_exact_offsets(trained, family, architecture, decoder):
-    result = trained[name_of(family, architecture, decoder)]
+@pytest.mark.parametrize(("family", "architecture", "decoder", "scheme"), COMBINATIONS)
+def test_family_trains_loads_fresh_and_predicts_exact_offsets(trained, family, architecture, decoder, scheme):
+    result = trained[name_of(family, architecture, decoder, scheme)]
     assert result["trained"]
-    assert (result["architecture"], result["decoder"], result["layers"]) == (architecture, decoder, [1, 2, 3])
+    assert (result["architecture"], result["decoder"], result["scheme"]) == (architecture, decoder, scheme)
+    assert result["layers"] == [1, 2, 3]
     assert result["entities"] > 0  # a barely trained model tags plenty: the offsets check checks something
     assert result["offsets_exact"]
 
