@@ -41,7 +41,8 @@ def load_data(args: DataArguments) -> datasets.DatasetDict:
             )
         except UnusableError as error:
             raise SystemExit(str(error)) from None
-        snapshot = cached_snapshot(args.dataset, "dataset") if offline_variable() else None
+        is_hub_id = not Path(args.dataset).is_dir()
+        snapshot = cached_snapshot(args.dataset, "dataset") if is_hub_id and offline_variable() else None
         try:
             return datasets.load_dataset(snapshot or args.dataset)
         except (ConnectionError, OSError, ValueError) as error:
