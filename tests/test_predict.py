@@ -67,7 +67,7 @@ def test_no_text_and_manifest(tiny_bundle, reports_parquet, tmp_path, capsys):
     assert f"skipped {REPORTS} report(s)" in out and "--overwrite" in out and "predicted 0 report(s)" in out
     assert cli("--model", tiny_bundle, "--input", reports_parquet, "--output", output, "--format", "parquet",
                "--chunk_size", 50) == 2  # fmt: skip
-    assert "chunk_size=100" in capsys.readouterr().err  # a rerun with other settings would mix two chunkings
+    assert "--chunk_size was 100, now 50" in capsys.readouterr().err  # a rerun would mix two chunkings
 
 
 # --- spaCy output ---------------------------------------------------------------------------------------------------

@@ -287,7 +287,7 @@ def _dataset_source(
     try:
         loaded = datasets.load_dataset(path, streaming=streaming, **options)
     except (FileNotFoundError, ValueError, OSError, datasets.exceptions.DatasetsError) as error:
-        raise InputError(f"{described}: cannot be read as a dataset ({_first_line(error)}).") from None
+        raise InputError(f"{described}: cannot be read as a dataset ({first_line(error)}).") from None
     names = list(loaded)
     if split is None and len(names) > 1:
         raise InputError(f"{described} has the splits {', '.join(names)}; choose one with --split.")
@@ -298,7 +298,8 @@ def _dataset_source(
     return DatasetSource(loaded[chosen], description, text_column, id_column or "id", id_column is not None)
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (or its type's name): for one-line messages."""
     return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 

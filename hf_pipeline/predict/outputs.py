@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import json
 import os
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from hf_dataset.ann import write_ann
 from hf_dataset.entities import Entity
-from hf_pipeline.predict.inputs import Row
+from hf_pipeline.predict.inputs import Row, first_line
 
 MANIFEST = "manifest.json"
 JSONL_OUTPUT = "predictions.jsonl"
@@ -35,7 +36,13 @@ SHARD_NAME = "chunk-{:06d}.parquet"
 DOCBIN_NAME = "chunk-{:06d}.spacy"
 SPACY_LANGUAGE = "es"  # the tokenizer of the Docs in DocBin files
 TEMP_SUFFIX = ".tmp"
-SETTINGS = ("format", "model", "revision", "input", "split", "text_column", "id_column", "chunk_size", "no_text")
+# Settings that decide what is predicted or where it goes: a rerun that differs in one of them is refused.
+SETTINGS = (
+    "format", "model", "model_version", "revision", "quantize", "max_length", "stride", "input", "split",
+    "text_column", "id_column", "chunk_size", "no_text",
+)  # fmt: skip
+UNKNOWN_WHEN_MISSING = ("model_version",)  # not recorded (an older manifest, a Hub model not yet cached): not compared
+LABELS = {"model_version": "the --model files (digest) or Hub commit"}
 
 
 class OutputError(ValueError):
@@ -94,17 +101,29 @@ def read_manifest(folder: Path) -> dict[str, Any] | None:
 
 
 def check_settings(folder: Path, settings: dict[str, Any]) -> None:
-    """Refuse to resume an output that an earlier run wrote with other settings (another model, chunking...)."""
+    """Refuse to resume an output that an earlier run wrote with other settings (another model or version of it,
+    quantization, window, stride, chunking...): its predictions would be mixed with this run's."""
     previous = (read_manifest(folder) or {}).get("settings")
     if not previous:
         return
-    changed = [key for key in SETTINGS if previous.get(key) != settings.get(key)]
+    changed = []
+    for key in SETTINGS:
+        if key in UNKNOWN_WHEN_MISSING and (previous.get(key) is None or settings.get(key) is None):
+            continue
+        if previous.get(key) != settings.get(key):
+            label = LABELS.get(key, f"--{key}")
+            changed.append(f"{label} was {_shown(previous.get(key))}, now {_shown(settings.get(key))}")
     if changed:
-        was = ", ".join(f"{key}={previous.get(key)!r}" for key in changed)
         raise OutputError(
-            f"{folder} holds predictions made with {was}; rerun with those settings to resume, "
-            "use --overwrite to predict everything again, or choose another --output."
+            f"{folder} holds predictions made with other settings: {'; '.join(changed)}. Rerun with the same "
+            "settings to resume, or with --overwrite to start again (or choose another --output)."
         )
+
+
+def _shown(value: Any) -> str:
+    if value is None or value is False:
+        return "not given"
+    return "given" if value is True else repr(value)
 
 
 class Writer:
@@ -119,6 +138,11 @@ class Writer:
 
     def done(self, position: int, doc_id: str) -> bool:
         raise NotImplementedError
+
+    def check_done(self, total: int) -> list[tuple[int, str]]:
+        """After the ids are counted (``total``): the chunks taken for done that cannot be trusted, as (chunk,
+        ``"<shard> (<problem>)"``); they are no longer ``done``. Only shard formats have any."""
+        return []
 
     def prepare(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -226,7 +250,12 @@ def _complete_record(raw: bytes) -> dict[str, Any] | None:
 class ChunkWriter(Writer):
     """One shard per chunk of ``chunk_size`` input reports, written when the chunk is complete (``data/chunk-NNNNNN``
     plus the format's suffix). A subclass says what it keeps of a report until its chunk is written (``_item``), how
-    a shard is written (``_write``) and counted (``_count``)."""
+    a shard is written (``_write``), checked (``_rows``: its number of reports, read cheaply; raises on a damaged
+    file) and counted (``_count``).
+
+    A shard on disk is trusted only once checked (:meth:`check_done`): readable, with as many reports as its chunk
+    has. One cut short (a full disk, a broken copy) or from another input is predicted again, and the run says so.
+    """
 
     shard_name = SHARD_NAME
 
@@ -235,20 +264,44 @@ class ChunkWriter(Writer):
         self.chunk_size = chunk_size
         self.shards = folder / SHARD_FOLDER
         self.existing = set() if overwrite else {int(path.stem.split("-")[1]) for path in self._shard_paths()}
+        self.damaged: list[Path] = []
         self.chunk: int | None = None
         self.items: list[Any] = []
 
     def _shard_paths(self) -> list[Path]:
         return sorted(self.shards.glob(self.shard_name.replace("{:06d}", "[0-9]*")))
 
+    def _path(self, chunk: int) -> Path:
+        return self.shards / self.shard_name.format(chunk)
+
     def done(self, position: int, doc_id: str = "") -> bool:
         return position // self.chunk_size in self.existing
+
+    def check_done(self, total: int) -> list[tuple[int, str]]:
+        damaged = []
+        for chunk in sorted(self.existing):
+            expected = min(self.chunk_size, total - chunk * self.chunk_size)
+            if expected <= 0:
+                continue  # beyond the input: finish() refuses the output
+            name = self._path(chunk).name
+            try:
+                rows = self._rows(self._path(chunk))
+            except (OSError, ValueError, zlib.error) as error:  # pyarrow's ArrowInvalid is a ValueError
+                damaged.append((chunk, f"{name} (unreadable: {first_line(error)})"))
+                continue
+            if rows != expected:
+                damaged.append((chunk, f"{name} ({rows} report(s) where its chunk has {expected})"))
+        self.existing.difference_update(chunk for chunk, _ in damaged)
+        self.damaged = [self._path(chunk) for chunk, _ in damaged]
+        return damaged
 
     def prepare(self) -> None:
         super().prepare()
         if self.overwrite:
             for path in self._shard_paths():
                 path.unlink()
+        for path in self.damaged:
+            path.unlink(missing_ok=True)  # predicted again by this run; until then, not mistaken for a result
         self.shards.mkdir(exist_ok=True)
         for leftover in self.shards.glob(f"*{TEMP_SUFFIX}"):  # from a run that was killed while writing
             leftover.unlink()
@@ -264,13 +317,17 @@ class ChunkWriter(Writer):
         if self.chunk is None:
             return
         items = self.items
-        write_atomic(self.shards / self.shard_name.format(self.chunk), lambda temp: self._write(temp, items))
+        write_atomic(self._path(self.chunk), lambda temp: self._write(temp, items))
         self.chunk, self.items = None, []
 
     def _item(self, row: Row, entities: list[dict[str, Any]]) -> Any:
         raise NotImplementedError
 
     def _write(self, path: Path, items: list[Any]) -> None:
+        raise NotImplementedError
+
+    def _rows(self, path: Path) -> int:
+        """The number of reports of a shard, read cheaply; raises ``OSError`` or ``ValueError`` if it is damaged."""
         raise NotImplementedError
 
     def _count(self, path: Path) -> tuple[int, int]:
@@ -282,7 +339,7 @@ class ChunkWriter(Writer):
 
     def finish(self, total: int) -> dict[str, Any]:
         paths = self._shard_paths()
-        counts = [self._count(path) for path in paths]
+        counts = [self._checked_count(path) for path in paths]
         reports, entities = sum(c[0] for c in counts), sum(c[1] for c in counts)
         expected = -(-total // self.chunk_size)
         if reports != total or len(paths) != expected:
@@ -295,6 +352,16 @@ class ChunkWriter(Writer):
             "entities": entities,
             "shards": [p.relative_to(self.folder).as_posix() for p in paths],
         }
+
+    def _checked_count(self, path: Path) -> tuple[int, int]:
+        """:meth:`_count`, or (for a shard damaged beyond its footer) remove it and say to rerun."""
+        try:
+            return self._count(path)
+        except (OSError, ValueError, zlib.error) as error:
+            path.unlink(missing_ok=True)
+            raise OutputError(
+                f"{path} is damaged ({first_line(error)}); it was removed: rerun to predict its chunk again."
+            ) from None
 
 
 class ParquetWriter(ChunkWriter):
@@ -319,6 +386,11 @@ class ParquetWriter(ChunkWriter):
 
         entities = pq.read_table(path, columns=["entities"])["entities"]
         return pq.ParquetFile(path).metadata.num_rows, pc.sum(pc.list_value_length(entities)).as_py() or 0
+
+    def _rows(self, path: Path) -> int:
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(path).metadata.num_rows  # the footer: a file cut short has none
 
 
 class DocBinWriter(ChunkWriter):
@@ -353,6 +425,11 @@ class DocBinWriter(ChunkWriter):
 
         docs = list(DocBin().from_disk(path).get_docs(self.nlp.vocab))
         return len(docs), sum(len(doc.spans[SPANS_KEY]) for doc in docs)
+
+    def _rows(self, path: Path) -> int:
+        from spacy.tokens import DocBin
+
+        return len(DocBin().from_disk(path))  # decompressed and unpacked: a file cut short fails here
 
 
 def make_writer(fmt: str, folder: Path, overwrite: bool, no_text: bool, chunk_size: int) -> Writer:
