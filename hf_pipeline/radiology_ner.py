@@ -87,6 +87,8 @@ class RadiologyNerPipeline(ChunkPipeline):
             kwargs["batch_size"] = DEFAULT_BATCH_SIZE
         super().__init__(*args, **kwargs)
         config = self.model.config
+        if self.tokenizer is None:
+            raise ValueError("This bundle has no readable tokenizer: save it again with hf_pipeline.save_bundle.")
         self.architecture = getattr(config, ARCHITECTURE_KEY, None) or "per_layer"
         if self.architecture not in ARCHITECTURES:
             raise ValueError(
@@ -159,8 +161,6 @@ class RadiologyNerPipeline(ChunkPipeline):
         """Every token id of the tokenizer must have an embedding (every layer shares layer 1's vocabulary), and the
         tokenizer must be the one the bundle was saved with (``config.json["ner_vocabulary"]``, a digest)."""
         vocab_size = self.model.config.vocab_size
-        if self.tokenizer is None:
-            raise ValueError("This bundle has no tokenizer: save the bundle again with hf_pipeline.save_bundle.")
         if len(self.tokenizer) > vocab_size:
             raise ValueError(
                 f"The tokenizer has {len(self.tokenizer)} tokens but the model only {vocab_size}: "
