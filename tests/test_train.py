@@ -340,8 +340,9 @@ def test_shared_architecture_trains_resumes_and_loads_in_a_fresh_process(tmp_pat
     assert not (out / "model" / "layer_2").exists()
     results = json.loads((out / "eval_results.json").read_text())
     assert set(results["test"]["per_layer"]) == {"1", "2", "3"}
-    logged = [s for s in _logged_steps(out, r"layers 1, 2, 3 \(shared encoder\)") if "eval_exact_f1" in s]
-    assert len(logged) == 4 and all("eval_layer_3_exact_f1" in s for s in logged)
+    title = r"depth scheme, 3 tag sequences \(shared encoder\)"
+    logged = [s for s in _logged_steps(out, title) if "eval_exact_f1" in s]
+    assert len(logged) == 4 and all("eval_nested_exact_f1" in s and "eval_flat_exact_f1" in s for s in logged)
     assert "| `architecture` | shared |" in _card(out)[1] and "Architecture: `shared`" in _card(out)[1]
     code = (
         "from transformers import pipeline\n"
@@ -351,4 +352,4 @@ def test_shared_architecture_trains_resumes_and_loads_in_a_fresh_process(tmp_pat
     assert run_fresh(code, tmp_path).strip().splitlines()[-1] == "1 shared True"
     resumed = subprocess.run(command + ["--resume"], capture_output=True, text=True, cwd=REPO, timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "layers 1, 2, 3 (shared encoder): already trained" in resumed.stderr
+    assert "depth scheme, 3 tag sequences (shared encoder): already trained" in resumed.stderr
