@@ -27,7 +27,7 @@ from hf_pipeline import int8
 from hf_pipeline.bundle import add_int8
 from hf_pipeline.predict import main as predict_main
 from hf_pipeline.training.base_models import build_tiny_model, train_wordpiece
-from hf_pipeline.words import decode_bio, word_spans
+from hf_pipeline.words import decode_bio, window_starts, word_spans
 
 from .helpers import (
     REPORT,
@@ -300,6 +300,23 @@ def test_default_stride_costs_at_most_a_quarter_more_and_reads_every_word(tiny_b
     half, default = ner(text, stride=(ner.default_window - 2) // 2), ner(text)
     assert_well_formed(text, default)
     assert len(default) > 100 and len(half) > 100  # the overlap's effect is measured by benchmarks/agreement.py
+
+
+def test_the_stride_changes_nothing_on_a_text_of_one_window_and_the_windows_of_a_long_one(tiny_bundle):
+    ner = hf_pipeline.load_pipeline(tiny_bundle)
+    assert len(ner.tokenizer(REPORT)["input_ids"]) < ner.default_window
+    one_window = [ner(REPORT, stride=stride) for stride in (0, 5, 20)]
+    assert one_window[0] and all(result == one_window[0] for result in one_window)
+    calls = []
+    original = ner._forward
+    ner._forward = lambda inputs: calls.append(inputs["input_ids"].shape[1]) or original(inputs)
+    text = REPORT * 30
+    for stride in (0, 20):
+        calls.clear()
+        assert_well_formed(text, ner(text, stride=stride, batch_size=1))
+        tokens = len(ner.tokenizer(text, add_special_tokens=False)["input_ids"])
+        window = ner.default_window - 2
+        assert len(calls) == len(window_starts(tokens, window, stride))  # the windows the stride asks for
 
 
 def same_entities(ours: list[list[dict]], theirs: list[list[dict]]) -> int:
