@@ -118,6 +118,7 @@ class RadiologyNerPipeline(ChunkPipeline):
         self.head = head_of(config)
         self.decoder = self.head.name
         self.head_parameters = self.head.parameters([m.config for m in self.layer_models], self.sequence_labels)
+        self.decode_words = Decoder(self.head, self.head_parameters, self.sequence_labels)
         self.merged_duplicates = 0  # entities predicted by two sequences, returned once (counted over every call)
         for model in self.layer_models[1:]:
             model.to(self.device).eval()
@@ -361,8 +362,7 @@ class RadiologyNerPipeline(ChunkPipeline):
         if not words:
             return []
         word_probabilities = _word_probabilities([output["probabilities"][0] for output in all_outputs], located)
-        decoder = Decoder(self.head, self.head_parameters, self.sequence_labels)
-        entities, merged = decoder(text, [spans[word] for word in words], word_probabilities)
+        entities, merged = self.decode_words(text, [spans[word] for word in words], word_probabilities)
         self.merged_duplicates += merged
         return [e for e in entities if layers is None or e["layer"] in layers]
 
