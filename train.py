@@ -110,12 +110,22 @@ def scheme_encodings(
         model_args.layers,
         max_sublayers=model_args.max_sublayers,
         discontinuous=data_args.discontinuous,
+        max_span_words=model_args.max_span_words,
+        span_dims=model_args.span_dims,
     )
     if model_args.scheme == "type":
         logger.info(
             "type scheme: %d tag sequences (%s); training split: %s",
             len(encoding.sequences),
             ", ".join(f"{kind} x{sub}" for kind, sub in encoding.sequences if sub > 1) or "no type needs a sub-layer",
+            encoding.statistics(dataset["train"]),
+        )
+    if model_args.scheme == "span":
+        logger.info(
+            "span head: K = %d words, %d types, same-type overlaps %s; training split: %s",
+            encoding.max_words,
+            len(encoding.types),
+            "kept" if encoding.same_type_overlaps else "resolved (higher score wins)",
             encoding.statistics(dataset["train"]),
         )
     return [encoding]

@@ -5,6 +5,7 @@ and print exact / lenient F1 per split, per layer and per type, the oracle, the 
     python benchmarks/quality.py                    # ct-ebm-sp-v2-cases, per_layer, 12 epochs, 30-40 min on 2 cores
     python benchmarks/quality.py --architecture shared      # one encoder, 24 epochs, about 17 min
     python benchmarks/quality.py --architecture shared --scheme type --decoder crf --output runs/quality-type-crf
+    python benchmarks/quality.py --architecture shared --decoder span --output runs/quality-span
     python benchmarks/quality.py --corpus ../shared/corpora/nubes --output runs/quality-nubes
     python benchmarks/quality.py -- --learning_rate 2e-4     # anything after -- goes to train.py as is
 
@@ -172,11 +173,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="brat folder (train/dev/test or flat)")
     parser.add_argument("--encoder", type=Path, default=None, help="encoder folder (default: packaged MiniLM)")
     parser.add_argument("--architecture", choices=ARCHITECTURES, default="per_layer")
-    parser.add_argument("--scheme", choices=SCHEMES, default="depth", help="depth layers or entity types")
-    parser.add_argument("--decoder", choices=DECODERS, default="softmax", help="the head: softmax or crf")
+    parser.add_argument(
+        "--scheme", choices=SCHEMES, default=None, help="depth layers, entity types or spans (default: the head's)"
+    )
+    parser.add_argument("--decoder", choices=DECODERS, default="softmax", help="the head: softmax, crf or span")
     parser.add_argument("--output", type=Path, default=REPO / "runs" / "quality", help="run folder")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, every core)")
     args = parser.parse_args(ours)
+    args.scheme = args.scheme or ("span" if args.decoder == "span" else "depth")
     args.train_args = train_args
     return args
 

@@ -4,10 +4,11 @@ Layout::
 
     config.json            layer-1 model, with custom_pipelines["radiology-ner"] and ner_layers
     model.safetensors
+    span_head.safetensors  span head only: the head's own weights (spans.py)
     tokenizer files
     radiology_ner.py       the pipeline module (remote code), with the modules it imports (PIPELINE_MODULES): words.py
-                           (words, windows, BIO), schemes.py (tag sequences to entities), heads.py and crf.py
-                           (decoding), int8.py (ONNX Runtime int8)
+                           (words, windows, BIO), schemes.py (tag sequences to entities), heads.py, crf.py and
+                           spans.py (decoding), int8.py (ONNX Runtime int8)
     onnx/                  optional: the int8 graphs (add_int8) for quantize="int8"
     layer_2/, layer_3/     the other layer models, each with its own copy of the tokenizer
     README.md              the model card
@@ -15,7 +16,8 @@ Layout::
 A ``shared`` bundle (``config.json["ner_architecture"] == "shared"``) holds one encoder whose token classifier has
 one block of outputs per tag sequence (sequence-major) and no layer folders: one forward serves every sequence, and
 ``AutoModelForTokenClassification`` still loads it. Its sequences are the scheme's (``ner_scheme``, ``schemes.py``):
-``depth``, one per layer over ``ner_labels``; ``type``, one per entity type and sub-layer (``ner_sequences``).
+``depth``, one per layer over ``ner_labels``; ``type``, one per entity type and sub-layer (``ner_sequences``);
+``span``, none: the classifier gives each token a start and an end representation that the span head scores.
 ``per_layer`` (the paper's method, depth scheme only) is the default.
 """
 
@@ -29,7 +31,7 @@ from typing import Any
 
 from transformers import Pipeline, PreTrainedModel, PreTrainedTokenizerBase, pipeline
 
-from hf_pipeline import crf, handler, heads, int8, radiology_ner, schemes, words
+from hf_pipeline import crf, handler, heads, int8, radiology_ner, schemes, spans, words
 from hf_pipeline.heads import DECODER_KEY
 from hf_pipeline.model_card import write_model_card
 from hf_pipeline.radiology_ner import (
@@ -52,7 +54,7 @@ from hf_pipeline.schemes import (
 TASK = "radiology-ner"
 PIPELINE_FILE = Path(radiology_ner.__file__).name
 # The code a bundle carries: the pipeline module, every module it imports, and the Inference Endpoints handler.
-PIPELINE_MODULES = tuple(m.__file__ for m in (radiology_ner, words, schemes, heads, crf, int8, handler))
+PIPELINE_MODULES = tuple(m.__file__ for m in (radiology_ner, words, schemes, heads, crf, spans, int8, handler))
 CUSTOM_PIPELINE = {
     TASK: {
         "impl": f"{Path(PIPELINE_FILE).stem}.{RadiologyNerPipeline.__name__}",
@@ -97,13 +99,21 @@ def save_bundle(
     has_crf = [getattr(model.config, crf.TRANSITIONS_KEY, None) is not None for model in models]
     if any(has_crf) and not all(has_crf):
         raise ValueError("Every layer model must have a CRF head (ner_crf_transitions in its config), or none.")
-    setattr(root_model.config, DECODER_KEY, "crf" if all(has_crf) else "softmax")
+    decoder = "crf" if all(has_crf) else "softmax"
+    if scheme_of(root_model.config) == "span":
+        if getattr(root_model, spans.WEIGHTS_ATTRIBUTE, None) is None:
+            raise ValueError(
+                "A span-scheme model carries its span head's weights (trained by train.py); this has none."
+            )
+        decoder = "span"
+    setattr(root_model.config, DECODER_KEY, decoder)
     setattr(root_model.config, SCHEME_KEY, scheme_of(root_model.config))
     if window:
         setattr(root_model.config, WINDOW_KEY, int(window))
     setattr(root_model.config, VOCABULARY_KEY, vocabulary_digest(tokenizer))
     shutil.rmtree(output_dir / int8.INT8_FOLDER, ignore_errors=True)  # int8 graphs of earlier weights: stale
     root_model.save_pretrained(output_dir)
+    spans.save_weights(root_model, output_dir)
     tokenizer.save_pretrained(output_dir)
     for module in PIPELINE_MODULES:
         shutil.copyfile(module, output_dir / Path(module).name)
@@ -165,6 +175,24 @@ def make_shared_config(
     config.label2id = {name: index for index, name in enumerate(names)}
 
 
+def make_span_config(
+    config: Any, types: Sequence[str], layers: Sequence[int], max_words: int, dims: int, same_type_overlaps: bool
+) -> None:
+    """Turn a token-classification config into a span-head one: ``2 x dims`` classifier outputs per token (the start
+    and end representations the span head reads, ``spans.py``), the types it scores, the longest span ``max_words``
+    (words) and whether two entities of one type may overlap. ``layers``: the nesting layers its output is shown in."""
+    setattr(config, ARCHITECTURE_KEY, "shared")
+    setattr(config, LAYERS_CONFIG_KEY, list(layers))
+    setattr(config, SCHEME_KEY, "span")
+    setattr(config, spans.TYPES_KEY, list(types))
+    setattr(config, spans.MAX_WORDS_KEY, int(max_words))
+    setattr(config, spans.OVERLAPS_KEY, bool(same_type_overlaps))
+    names = [f"{part}-{index}" for part in ("start", "end") for index in range(dims)]
+    config.num_labels = len(names)
+    config.id2label = dict(enumerate(names))
+    config.label2id = {name: index for index, name in enumerate(names)}
+
+
 def split_shared(model: PreTrainedModel) -> list[PreTrainedModel]:
     """Per-sequence copies of a shared-encoder model: the same encoder, each with its own sequence's classifier rows.
 
@@ -174,6 +202,8 @@ def split_shared(model: PreTrainedModel) -> list[PreTrainedModel]:
     predicts (at three times the cost).
     """
     config = model.config
+    if scheme_of(config) == "span":
+        raise ValueError("A span-head model has no tag sequences to split: it scores spans, not tags.")
     copies = []
     first = 0
     for index, labels in enumerate(sequence_labels(config)):

@@ -24,7 +24,7 @@ import torch
 from transformers import AutoModelForTokenClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.pipelines.base import ChunkPipeline
 
-from .heads import DECODER_KEY, HEADS, Head, decode_sequences, head_of
+from .heads import DECODER_KEY, HEADS, Head, head_of
 from .schemes import (
     ARCHITECTURE_KEY,
     LABELS_KEY,
@@ -34,7 +34,6 @@ from .schemes import (
     output_entities,
     scheme_of,
     sequence_labels,
-    tags_to_entities,
     type_order,
 )
 from .words import invalid_text, locate_words, window_starts, word_spans
@@ -109,15 +108,22 @@ class RadiologyNerPipeline(ChunkPipeline):
             self.layer_models = [self.model, *layer_models]
         self.layer_numbers = list(getattr(config, LAYERS_CONFIG_KEY, None) or range(1, len(self.layer_models) + 1))
         self.sequence_labels = sequence_labels(config, len(self.layer_models))
+        self.head = head_of(config)
+        self.decoder = self.head.name
+        if (self.scheme == "span") != (self.decoder == "span"):
+            raise ValueError(
+                f"config.json says scheme {self.scheme!r} and decoder {self.decoder!r}: the span head and the span "
+                "scheme go together. Save the bundle again with hf_pipeline.save_bundle."
+            )
+        check_labels(self.sequence_labels)
+        self._check_tokenizer_fits()
+        self.head_parameters = self.head.parameters(
+            [m.config for m in self.layer_models], self.sequence_labels, self._bundle_file(layer_revision)
+        )
         if self.architecture == "shared":
             self._check_shared_layout()
         else:
             self._check_layers_agree()
-        check_labels(self.sequence_labels)
-        self._check_tokenizer_fits()
-        self.head = head_of(config)
-        self.decoder = self.head.name
-        self.head_parameters = self.head.parameters([m.config for m in self.layer_models], self.sequence_labels)
         self.decode_words = Decoder(self.head, self.head_parameters, self.sequence_labels)
         self.merged_duplicates = 0  # entities predicted by two sequences, returned once (counted over every call)
         for model in self.layer_models[1:]:
@@ -150,13 +156,22 @@ class RadiologyNerPipeline(ChunkPipeline):
         """A shared bundle's classifier must have one block of labels per tag sequence, all of the same size."""
         config = self.model.config
         sizes = {len(labels) for labels in self.sequence_labels}
-        expected = sum(len(labels) for labels in self.sequence_labels)
+        expected = self.head.outputs(self.sequence_labels, self.head_parameters)
         if not self.sequence_labels or 0 in sizes or len(sizes) != 1 or config.num_labels != expected:
             raise ValueError(
-                f"This shared-encoder bundle ({self.scheme} scheme) lists {len(self.sequence_labels)} tag sequences "
-                f"of {sorted(sizes)} labels in config.json, so its classifier needs {expected} outputs, but it has "
-                f"{config.num_labels}. Save the bundle again with hf_pipeline.save_bundle."
+                f"This shared-encoder bundle ({self.scheme} scheme, {self.decoder} head) lists "
+                f"{len(self.sequence_labels)} tag sequences of {sorted(sizes)} labels in config.json, so its "
+                f"classifier needs {expected} outputs, but it has {config.num_labels}. Save the bundle again with "
+                "hf_pipeline.save_bundle."
             )
+
+    def _bundle_file(self, revision: str | None) -> Any:
+        """A function from a file name of the bundle to its local path (a folder's file, or the Hub cache's)."""
+        from transformers.utils import cached_file
+
+        source = self.model.name_or_path
+        revision = revision or _revision_of_this_module(source)
+        return lambda name: cached_file(source, name, revision=revision)
 
     def _check_tokenizer_fits(self) -> None:
         """Every token id of the tokenizer must have an embedding (every layer shares layer 1's vocabulary), and the
@@ -335,17 +350,14 @@ class RadiologyNerPipeline(ChunkPipeline):
     def _forward(self, model_inputs: dict[str, Any]) -> dict[str, Any]:
         is_last = model_inputs.pop("is_last")
         document = model_inputs.pop("document")
-        if self.architecture == "shared":  # one forward; the classifier's outputs are [sequence, label] blocks
-            logits = self._logits(0, model_inputs)
-            batch, length, _ = logits.shape
-            sequences = len(self.sequence_labels)
-            probabilities = logits.float().view(batch, length, sequences, -1).softmax(-1).transpose(1, 2)
+        if self.architecture == "shared":  # one forward; the head reads the classifier's outputs
+            outputs = self.head.window_outputs(self._logits(0, model_inputs), len(self.sequence_labels))
         else:
-            probabilities = torch.stack(
-                [self._logits(index, model_inputs).float().softmax(-1) for index in range(len(self.layer_models))],
-                dim=1,
+            outputs = torch.cat(
+                [self.head.window_outputs(self._logits(i, model_inputs), 1) for i in range(len(self.layer_models))],
+                dim=2,
             )
-        return {"probabilities": probabilities, "is_last": is_last, "document": document}
+        return {"probabilities": outputs.transpose(1, 2), "is_last": is_last, "document": document}
 
     def _logits(self, index: int, model_inputs: dict[str, Any]) -> torch.Tensor:
         """The logits of the ``index``-th model: its int8 graph when quantized, else the torch model."""
@@ -369,20 +381,19 @@ class RadiologyNerPipeline(ChunkPipeline):
 
 @dataclass(frozen=True)
 class Decoder:
-    """Words' ``[word, sequence, label]`` probabilities to output entities: the head decodes each sequence, the
-    scheme merges them and gives each its nesting layer. The pipeline and validation during training both decode
-    through this."""
+    """Words' ``[word, sequence, feature]`` outputs to output entities: the head finds the entities (a tag head
+    decodes each sequence and the scheme merges them), and each gets its nesting layer. The pipeline and validation
+    during training both decode through this."""
 
     head: Head
-    parameters: Sequence[Any]
+    parameters: Any
     sequence_labels: Sequence[Sequence[str]]
 
     def __call__(
         self, text: str, spans: Sequence[tuple[int, int]], word_probabilities: np.ndarray
     ) -> tuple[list[dict[str, Any]], int]:
         """The entities (output dicts) and how many duplicates predicted by two sequences were merged."""
-        tags, scores = decode_sequences(self.head, word_probabilities, self.sequence_labels, self.parameters)
-        entities, merged = tags_to_entities(tags, scores, spans)
+        entities, merged = self.head.entities(word_probabilities, self.sequence_labels, self.parameters, spans)
         return output_entities(text, entities, type_order(self.sequence_labels)), merged
 
 

@@ -9,7 +9,9 @@ tags, and this module turns the tags of all sequences into one list of entities,
   type's labels (``ner_labels``, or the layer model's ``id2label``), exactly the dataset's ``ner_tags_1..3``;
 - ``type``: one sequence per entity type, plus sub-layers within a type only where entities of that type overlap
   (``config.json["ner_sequences"]`` lists ``[type, sub-layer]`` of each), each over ``O``, ``B-<type>``,
-  ``I-<type>``.
+  ``I-<type>``;
+- ``span``: no tag sequences at all: the span head (``spans.py``) scores every span of up to K words for every type
+  of ``config.json["ner_span_types"]``; its one "sequence" here lists those types' labels, for their order.
 
 Whatever the scheme, an entity predicted by two sequences (same type, same span) is returned once, with its higher
 score, and counted; and every entity's ``layer`` is the nesting depth that the dataset's layering policy gives it
@@ -32,7 +34,8 @@ SEQUENCES_KEY = "ner_sequences"  # type scheme: [type, sub-layer] of each tag se
 LAYERS_CONFIG_KEY = "ner_layers"  # depth: the layer of each sequence; type: the depths seen in training
 LABELS_KEY = "ner_labels"  # depth + shared: the label names of every layer (layers x labels outputs)
 ARCHITECTURE_KEY = "ner_architecture"  # "per_layer" (one model per sequence) or "shared" (one encoder, a head each)
-SCHEMES = ("depth", "type")
+SPAN_TYPES_KEY = "ner_span_types"  # span: the entity types, in the order of the span head's weights
+SCHEMES = ("depth", "type", "span")
 
 
 def config_choice(config: Any, key: str, choices: Sequence[str], default: str) -> str:
@@ -63,8 +66,12 @@ def type_labels(entity_type: str) -> list[str]:
 def sequence_labels(config: Any, models: int = 1) -> list[list[str]]:
     """The IOB2 label names of each tag sequence a bundle predicts, in the order of its classifier outputs
     (``models``: how many models a per-layer bundle holds, one sequence each)."""
-    if scheme_of(config) == "type":
+    scheme = scheme_of(config)
+    if scheme == "type":
         return [type_labels(entity_type) for entity_type, _ in getattr(config, SEQUENCES_KEY, None) or []]
+    if scheme == "span":
+        types = getattr(config, SPAN_TYPES_KEY, None) or []
+        return [["O", *(label for kind in types for label in type_labels(kind)[1:])]]
     if getattr(config, ARCHITECTURE_KEY, None) == "shared":
         labels = list(getattr(config, LABELS_KEY, None) or [])
         return [labels for _ in getattr(config, LAYERS_CONFIG_KEY, None) or [1]]

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from hf_dataset.entities import Entity
 from hf_dataset.layers import encode
-from hf_pipeline.heads import HEADS, decode_sequences
+from hf_pipeline.heads import HEADS
 from hf_pipeline.schemes import Predicted, nesting_layers, output_entities, tags_to_entities, type_labels
 from hf_pipeline.training.schemes import DepthEncoding, TypeEncoding
 from hf_pipeline.words import word_spans
@@ -57,13 +57,13 @@ def test_an_entity_two_sequences_predict_is_returned_once_with_its_best_score():
 def test_heads_decode_every_sequence_and_the_crf_never_opens_with_an_inside_tag():
     probabilities = np.full((3, 2, 3), 0.05, dtype=np.float32)
     probabilities[:, :, 0] = 0.9
-    probabilities[0, 1] = [0.1, 0.2, 0.7]  # alone, word 0 of sequence 1 would be I-ANAT
+    probabilities[0, 1] = [0.299, 0.001, 0.7]  # alone, word 0 of sequence 1 would be I-ANAT
     labels = [type_labels("Finding"), type_labels("ANAT")]
-    tags, _ = decode_sequences(HEADS["softmax"], probabilities, labels, [None, None])
-    assert tags == [["O", "O", "O"], ["I-ANAT", "O", "O"]]
+    entities, merged = HEADS["softmax"].entities(probabilities, labels, [None, None], WORDS[:3])
+    assert [(e.type, e.start, e.end, round(e.score, 3)) for e in entities] == [("ANAT", *WORDS[0], 0.7)]
     transitions = [np.zeros((3, 3)), np.zeros((3, 3))]
-    tags, scores = decode_sequences(HEADS["crf"], probabilities, labels, transitions)
-    assert tags[1][0] != "I-ANAT" and all(0 <= s <= 1 for row in scores for s in row)
+    entities, merged = HEADS["crf"].entities(probabilities, labels, transitions, WORDS[:3])
+    assert entities == [] and merged == 0
 
 
 def _dataset(rows: list[dict]) -> datasets.DatasetDict:

@@ -95,15 +95,31 @@ class ModelArguments:
     )
     decoder: str = field(
         default="softmax",
-        metadata={"help": "The head: 'softmax' (a label per word) or 'crf' (a linear-chain CRF per tag sequence)."},
+        metadata={
+            "help": "The head: 'softmax' (a label per word), 'crf' (a linear-chain CRF per tag sequence) or 'span' "
+            "(every span of up to K words scored for every type; needs shared, implies --scheme span)."
+        },
     )
-    scheme: str = field(
-        default="depth",
-        metadata={"help": "'depth' (a tag sequence per nesting layer) or 'type' (per entity type; needs shared)."},
+    scheme: str | None = field(
+        default=None,
+        metadata={
+            "help": "'depth' (a tag sequence per nesting layer; the default), 'type' (per entity type; needs "
+            "shared), or 'span' (with --decoder span, its default)."
+        },
     )
     max_sublayers: int = field(
         default=3,
         metadata={"help": "--scheme type: the most sequences per type."},
+    )
+    max_span_words: int | None = field(
+        default=None,
+        metadata={
+            "help": "--decoder span: K, the longest span scored, in words (default: 99.9%% of training entities)."
+        },
+    )
+    span_dims: int = field(
+        default=128,
+        metadata={"help": "--decoder span: the size of each word's start and end representations."},
     )
     layers: list[int] = field(default_factory=lambda: [1, 2, 3], metadata={"help": "Layers to train; 1 is required."})
     preset: str | None = field(
@@ -128,8 +144,16 @@ class ModelArguments:
             raise ValueError(f"--architecture must be one of {ARCHITECTURES}, got {self.architecture!r}.")
         if self.decoder not in DECODERS:
             raise ValueError(f"--decoder must be one of {DECODERS}, got {self.decoder!r}.")
+        self.scheme = self.scheme or ("span" if self.decoder == "span" else "depth")
         if self.scheme not in SCHEMES:
             raise ValueError(f"--scheme must be one of {SCHEMES}, got {self.scheme!r}.")
+        if (self.scheme == "span") != (self.decoder == "span"):
+            raise ValueError(
+                f"--scheme {self.scheme} with --decoder {self.decoder}: the span head scores spans, not tag sequences; "
+                "it is the span scheme's only head. Use --decoder span alone, or a tag scheme with softmax or crf."
+            )
+        if (self.max_span_words is not None and self.max_span_words < 1) or self.span_dims < 1:
+            raise ValueError("--max_span_words and --span_dims must be at least 1.")
         if self.scheme != "depth" and self.architecture != "shared":
             raise ValueError(
                 f"--scheme {self.scheme} needs --architecture shared: per_layer would fine-tune one encoder per tag "

@@ -24,7 +24,6 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from hf_pipeline.bundle import make_shared_config
 from hf_pipeline.hub import UnusableError, check_usable
 from hf_pipeline.training.arguments import ModelArguments, NerTrainingArguments
 from hf_pipeline.training.schemes import Encoding
@@ -134,7 +133,7 @@ def base_model(
     config.num_labels = len(labels)
     config.id2label, config.label2id = dict(enumerate(labels)), {label: i for i, label in enumerate(labels)}
     if shared:
-        make_shared_config(config, labels, encoding.layers, encoding.sequences)
+        encoding.configure(config)
     if model_args.preset == "tiny":
         return BertForTokenClassification(config)
     if head_size is not None and head_size != config.num_labels:

@@ -36,7 +36,7 @@ class LayeredCrf(nn.Module):
         layer). A window may start inside an entity, so any label may start a window."""
         layers = labels.shape[-1]
         emissions = logits.float().view(*logits.shape[:2], layers, -1)
-        emissions, labels, mask = _words_first(emissions, labels)
+        emissions, labels, mask = words_first(emissions, labels)
         batch, length = mask.shape
         # Layers become batch rows: [batch * layer, word, label] and [batch * layer, word].
         emissions = emissions.permute(0, 2, 1, 3).reshape(batch * layers, length, -1)
@@ -48,7 +48,7 @@ class LayeredCrf(nn.Module):
         return nll.sum() / mask[::layers].sum().clamp(min=1)
 
 
-def _words_first(emissions: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def words_first(emissions: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Each window's labelled tokens (its words) moved to the front, in order; the mask says which are words."""
     labelled = labels[..., 0] != -100
     order = torch.argsort((~labelled).to(torch.int8), dim=1, stable=True)

@@ -4,7 +4,11 @@ The decoding half travels with the bundle (``hf_pipeline.heads``), and validatio
 
 - ``softmax``: the sum over tag sequences of each sequence's mean token cross-entropy;
 - ``crf``: a linear-chain CRF per sequence (``hf_pipeline.training.crf``), its negative log-likelihood; the learned
-  transitions move into ``config.json`` when training ends.
+  transitions move into ``config.json`` when training ends;
+- ``span``: the span head's weights (:class:`SpanScorer`) ride along as the model's ``span_head`` submodule; the loss
+  is each candidate span's binary cross-entropy summed over types, averaged over the spans of the batch (a span may
+  be several types). Validation decodes at every threshold of :data:`SPAN_THRESHOLDS` and reports the best; when
+  training ends the best checkpoint's threshold goes into ``config.json`` and the weights beside the model.
 """
 
 from __future__ import annotations
@@ -14,22 +18,30 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 from transformers import PreTrainedModel
 
-from hf_pipeline.training.crf import attach_crf, crf_loss, move_crf_to_config
+from hf_pipeline import spans
+from hf_pipeline.training.crf import attach_crf, crf_loss, move_crf_to_config, words_first
 from hf_pipeline.training.data import layered_loss
 
 Loss = Callable[..., torch.Tensor]
+SPAN_THRESHOLDS = tuple(round(0.05 * step, 2) for step in range(1, 20))
+SPAN_PRIOR_LOGIT = -4.0  # the span head's initial bias: most spans are no entity
 
 
 @dataclass(frozen=True)
 class TrainingHead:
     """``attach`` readies a model and returns its loss; ``parameters`` gives the decoder's parameters of the model
-    now (one per sequence); ``finish`` makes the trained model a stock one whose config holds what decoding needs."""
+    now; ``finish(model, evaluate)`` makes the trained model a stock one whose config (and, for the span head, the
+    weights file saved beside it) holds what decoding needs (``evaluate()``: the validation metrics of the model now);
+    ``thresholds``: the score thresholds validation tries (none: the head keeps what it decodes)."""
 
     attach: Callable[[PreTrainedModel, Sequence[Sequence[str]]], Loss]
-    parameters: Callable[[PreTrainedModel, int], list[Any]]
-    finish: Callable[[PreTrainedModel], None]
+    parameters: Callable[[PreTrainedModel, int], Any]
+    finish: Callable[[PreTrainedModel, Callable[[], dict[str, float]]], None]
+    thresholds: tuple[float, ...] = ()
 
 
 def _attach_softmax(model: PreTrainedModel, labels: Sequence[Sequence[str]]) -> Loss:
@@ -44,7 +56,71 @@ def _crf_parameters(model: PreTrainedModel, sequences: int) -> list[Any]:
     return list(model.crf.transitions.detach().cpu().double().numpy())
 
 
+class SpanScorer(nn.Module):
+    """The span head's weights (``hf_pipeline.spans``) while they train, and its loss."""
+
+    def __init__(self, types: int, dims: int, max_words: int) -> None:
+        super().__init__()
+        self.bilinear = nn.Parameter(torch.randn(types, dims, dims) * dims**-0.5)
+        self.start = nn.Parameter(torch.zeros(types, dims))
+        self.end = nn.Parameter(torch.zeros(types, dims))
+        self.width = nn.Parameter(torch.zeros(max_words, types))
+        self.bias = nn.Parameter(torch.full((types,), SPAN_PRIOR_LOGIT))
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        return {name: getattr(self, name) for name in spans.WEIGHT_NAMES}
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """``logits`` ``[batch, token, 2D]``; ``labels`` ``[batch, token, width]``: on each word's first subword,
+        per width, the bit mask of the gold types of that span (-100 elsewhere)."""
+        features, labels, mask = words_first(logits[:, :, None], labels)
+        scores = spans.span_logits(features[:, :, 0], self.weights())  # [batch, word, width, type]
+        types = scores.shape[-1]
+        bits = torch.arange(types, device=labels.device)
+        targets = ((labels.clamp(min=0)[..., None] >> bits) & 1).to(scores.dtype)
+        words = mask.sum(1)
+        ends = torch.arange(mask.shape[1], device=mask.device)[:, None] + torch.arange(
+            labels.shape[-1], device=mask.device
+        )
+        valid = ends[None] < words[:, None, None]
+        losses = F.binary_cross_entropy_with_logits(scores, targets, reduction="none").sum(-1)
+        return losses[valid].sum() / valid.sum().clamp(min=1)
+
+
+def _attach_span(model: PreTrainedModel, labels: Sequence[Sequence[str]]) -> Loss:
+    config = model.config
+    scorer = SpanScorer(
+        len(getattr(config, spans.TYPES_KEY)), config.num_labels // 2, getattr(config, spans.MAX_WORDS_KEY)
+    )
+    saved = getattr(model, spans.WEIGHTS_ATTRIBUTE, None)  # a resumed model's trained head
+    if saved is not None:
+        scorer.load_state_dict(saved)
+    model.span_head = scorer.to(model.device)
+
+    def loss(outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
+        return model.span_head.loss(outputs.logits, labels)
+
+    return loss
+
+
+def _span_parameters(model: PreTrainedModel, sequences: int) -> spans.SpanParameters:
+    weights = {name: tensor.detach().float().cpu() for name, tensor in model.span_head.weights().items()}
+    overlaps = bool(getattr(model.config, spans.OVERLAPS_KEY))
+    return spans.SpanParameters(weights, min(SPAN_THRESHOLDS), overlaps)
+
+
+def _finish_span(model: PreTrainedModel, evaluate: Callable[[], dict[str, float]]) -> None:
+    """The threshold of the model now (the best checkpoint) into the config; the weights out of the module tree."""
+    threshold = evaluate().get("eval_span_threshold", 0.5) if getattr(model, "span_head", None) is not None else None
+    if threshold is not None:
+        setattr(model.config, spans.THRESHOLD_KEY, float(threshold))
+        weights = {name: tensor.detach().float().cpu() for name, tensor in model.span_head.weights().items()}
+        setattr(model, spans.WEIGHTS_ATTRIBUTE, weights)
+        del model.span_head
+
+
 TRAINING_HEADS: dict[str, TrainingHead] = {
-    "softmax": TrainingHead(_attach_softmax, lambda model, sequences: [None] * sequences, lambda model: None),
-    "crf": TrainingHead(_attach_crf, _crf_parameters, move_crf_to_config),
+    "softmax": TrainingHead(_attach_softmax, lambda model, sequences: [None] * sequences, lambda model, _: None),
+    "crf": TrainingHead(_attach_crf, _crf_parameters, lambda model, _: move_crf_to_config(model)),
+    "span": TrainingHead(_attach_span, _span_parameters, _finish_span, SPAN_THRESHOLDS),
 }

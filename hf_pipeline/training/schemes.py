@@ -8,12 +8,19 @@ The decoding half travels with the bundle (``hf_pipeline.schemes``); a scheme he
 - ``depth``: the dataset's own layered tags, ``ner_tags_<k>`` of the trained layers;
 - ``type``: derived from the lossless ``entities`` column at training time (the dataset does not change): per
   entity type, the dataset's layering policy (``hf_dataset.layers.encode``) among that type's entities only, with as
-  many sub-layers as the training split needs, at most ``max_sublayers``; what does not fit is dropped and counted.
+  many sub-layers as the training split needs, at most ``max_sublayers``; what does not fit is dropped and counted;
+- ``span``: no tag sequences: each word carries, for each span width ``k < K``, the set of types of the gold
+  entities over words ``i..i+k`` (a bit mask, one bit per type); entities longer than ``K`` words are the span
+  head's ceiling loss, counted in the oracle. ``K`` covers 99.9% of the training entities unless given.
+
+Each encoding also turns a token-classification config into its bundle's (``configure``).
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
+import math
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -22,7 +29,9 @@ import datasets
 
 from hf_dataset.entities import Entity
 from hf_dataset.layers import Discontinuous, encode
+from hf_pipeline.bundle import make_shared_config, make_span_config
 from hf_pipeline.schemes import tags_to_entities, type_labels
+from hf_pipeline.spans import without_same_type_overlaps
 
 logger = logging.getLogger("train")
 
@@ -41,6 +50,10 @@ class Encoding:
 
     def word_labels(self, row: dict[str, Any]) -> list[list[int]]:
         raise NotImplementedError
+
+    def configure(self, config: Any) -> None:
+        """Make a token-classification config this encoding's shared-encoder bundle config."""
+        make_shared_config(config, self.sequence_labels[0], self.layers, self.sequences)
 
     def gold(self, row: dict[str, Any]) -> list[Entity]:
         """The gold entities a model of this encoding is validated against: every entity of the report."""
@@ -147,7 +160,119 @@ class TypeEncoding(Encoding):
         return dict(counts)
 
 
-ENCODINGS: dict[str, type[Encoding]] = {"depth": DepthEncoding, "type": TypeEncoding}
+SPAN_COVERAGE = 0.999  # the share of training entities K covers by default
+SAME_TYPE_OVERLAP_SHARE = 0.01  # the share of training entities overlapping one of their type that lets them overlap
+MAX_SPAN_TYPES = 62  # a word's label is a bit mask over the types (int64)
+SPAN_DIMS = 128  # default size of the start and end representations
+
+
+class SpanEncoding(Encoding):
+    """The span head's targets: per word and width ``k``, a bit mask of the types of the gold entities over words
+    ``i..i+k``."""
+
+    name = "span"
+
+    def __init__(
+        self,
+        dataset: datasets.DatasetDict,
+        layers: Sequence[int],
+        max_span_words: int | None = None,
+        discontinuous: Discontinuous = "hull",
+        span_dims: int = SPAN_DIMS,
+        **_: Any,
+    ) -> None:
+        names = dataset["train"].features["ner_tags_1"].feature.names
+        self.types = list(dict.fromkeys(label[2:] for label in names if label[:2] in ("B-", "I-")))
+        if len(self.types) > MAX_SPAN_TYPES:
+            raise ValueError(
+                f"The span head scores at most {MAX_SPAN_TYPES} types; this dataset has {len(self.types)}."
+            )
+        self.layers = list(layers)
+        self.discontinuous = discontinuous
+        self.dims = span_dims
+        self.sequence_labels = [["O", *(label for kind in self.types for label in type_labels(kind)[1:])]]
+        lengths: Counter = Counter()
+        overlapping = total = 0
+        for row in dataset["train"]:
+            found = self.word_spans(row)
+            lengths.update(last - first + 1 for _, first, last in found)
+            overlapping += sum(1 for span in found if _overlaps_same_type(span, found))
+            total += len(found)
+        self.max_words = max_span_words or _covering(lengths, SPAN_COVERAGE)
+        self.same_type_overlaps = overlapping >= SAME_TYPE_OVERLAP_SHARE * max(total, 1)
+
+    def word_spans(self, row: dict[str, Any]) -> list[tuple[int, int, int]]:
+        """``(type index, first word, last word)`` of the report's entities of a known type that cover a word (a
+        discontinuous entity: its hull, or each fragment with ``--discontinuous split``), each once."""
+        starts = [start for start, _ in row["token_offsets"]]
+        ends = [end for _, end in row["token_offsets"]]
+        found = {}
+        for entity in row["entities"]:
+            if entity["type"] not in self.types:
+                continue
+            fragments = [tuple(f) for f in entity["fragments"]]
+            pieces = fragments if self.discontinuous == "split" else [(fragments[0][0], fragments[-1][1])]
+            for start, end in pieces:
+                first, last = bisect.bisect_right(ends, start), bisect.bisect_left(starts, end) - 1
+                if first <= last:
+                    found[(self.types.index(entity["type"]), first, last)] = None
+        return list(found)
+
+    def word_labels(self, row: dict[str, Any]) -> list[list[int]]:
+        labels = [[0] * len(row["token_offsets"]) for _ in range(self.max_words)]
+        for kind, first, last in self.word_spans(row):
+            if last - first < self.max_words:
+                labels[last - first][first] |= 1 << kind
+        return labels
+
+    def configure(self, config: Any) -> None:
+        make_span_config(config, self.types, self.layers, self.max_words, self.dims, self.same_type_overlaps)
+
+    def oracle(self, row: dict[str, Any]) -> list[Entity]:
+        """The gold spans the head can return: at most ``K`` words, same-type overlaps resolved as decoding does."""
+        offsets = row["token_offsets"]
+        spans = [
+            (self.types[kind], first, last, 1.0)
+            for kind, first, last in self.word_spans(row)
+            if last - first < self.max_words
+        ]
+        if not self.same_type_overlaps:
+            spans = without_same_type_overlaps(spans)
+        return [
+            Entity(kind, ((offsets[first][0], offsets[last][1]),), id=f"T{n}")
+            for n, (kind, first, last, _) in enumerate(spans, start=1)
+        ]
+
+    def statistics(self, split: datasets.Dataset) -> dict[str, int]:
+        """How the split's entities fare: within ``K`` words, longer (the ceiling loss), of another type."""
+        counts = Counter()
+        for row in split:
+            for _, first, last in self.word_spans(row):
+                counts["longer_than_k" if last - first >= self.max_words else "within_k"] += 1
+            counts["other_type"] += sum(1 for e in row["entities"] if e["type"] not in self.types)
+        return dict(counts)
+
+
+def _covering(lengths: Counter, share: float) -> int:
+    """The smallest length that covers ``share`` of the counted lengths (1 when none).
+
+    >>> _covering(Counter({1: 90, 2: 9, 7: 1}), 0.99)
+    2
+    """
+    total, covered = sum(lengths.values()), 0
+    for length in sorted(lengths):
+        covered += lengths[length]
+        if covered >= math.ceil(share * total):
+            return length
+    return 1
+
+
+def _overlaps_same_type(span: tuple[int, int, int], spans: Sequence[tuple[int, int, int]]) -> bool:
+    kind, first, last = span
+    return any(o != span and o[0] == kind and o[1] <= last and first <= o[2] for o in spans)
+
+
+ENCODINGS: dict[str, type[Encoding]] = {"depth": DepthEncoding, "type": TypeEncoding, "span": SpanEncoding}
 
 
 def make_encoding(scheme: str, dataset: datasets.DatasetDict, layers: Sequence[int], **options: Any) -> Encoding:

@@ -17,11 +17,12 @@ from transformers import AutoModelForTokenClassification, PreTrainedModel, PreTr
 from transformers.trainer_callback import ProgressCallback
 from transformers.trainer_utils import IntervalStrategy, get_last_checkpoint
 
+from hf_pipeline.spans import load_weights, save_weights
 from hf_pipeline.training.arguments import DataArguments, ModelArguments, NerTrainingArguments
 from hf_pipeline.training.base_models import base_model
 from hf_pipeline.training.data import LayeredCollator, windowed_split
 from hf_pipeline.training.heads import TRAINING_HEADS
-from hf_pipeline.training.metrics import entity_metrics, probabilities_per_sequence
+from hf_pipeline.training.metrics import entity_metrics, window_outputs
 from hf_pipeline.training.schemes import Encoding
 
 logger = logging.getLogger("train")
@@ -92,12 +93,15 @@ def train_model(
     layers = encoding.layers
     name = "shared" if shared else f"layer_{layers[0]}"
     title = f"{encoding.name} scheme, {len(encoding.sequence_labels)} tag sequences (shared encoder)"
+    title = "span head (shared encoder)" if encoding.name == "span" else title
     title = title if shared else f"layer {layers[0]}"
     out = Path(training_args.output_dir)
     final = out / "checkpoints" / name / "final"
     if model_args.resume and (final / "config.json").is_file():
         logger.info("%s: already trained, loading %s", title, final)
-        return TrainedModel(AutoModelForTokenClassification.from_pretrained(final), layers, **_run_record(final))
+        model = AutoModelForTokenClassification.from_pretrained(final)
+        load_weights(model, final)
+        return TrainedModel(model, layers, **_run_record(final))
     logger.info("training %s", title)
     args = copy.copy(training_args)  # a shallow copy keeps the distributed state that was set up once
     args.output_dir = str(final.parent)
@@ -130,11 +134,12 @@ def train_model(
                 encoding,
                 model_args.decoder,
                 lambda: head.parameters(model, sequences),
+                head.thresholds,
             )
             if evaluated
             else None
         ),
-        preprocess_logits_for_metrics=probabilities_per_sequence(sequences),
+        preprocess_logits_for_metrics=window_outputs(model_args.decoder, sequences),
     )
     if not args.disable_tqdm:
         trainer.remove_callback(ProgressCallback)
@@ -149,9 +154,10 @@ def train_model(
         "best_checkpoint": Path(state.best_model_checkpoint).name if state.best_model_checkpoint else None,
         "best_validation_exact_f1": state.best_metric if args.load_best_model_at_end else None,
     }
-    head.finish(trainer.model)
+    head.finish(trainer.model, lambda: trainer.evaluate() if evaluated else {})
     if trainer.is_world_process_zero():
         trainer.save_model(str(final))
+        save_weights(trainer.model, final)
         (final / "run.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return TrainedModel(trainer.model, layers, **record)
 
