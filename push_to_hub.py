@@ -7,8 +7,9 @@
 Visibility: models and datasets are private unless ``--public`` (a model fine-tuned on clinical reports can
 reproduce pieces of them, and clinical corpora are rarely free to share); Spaces are public unless ``--private``
 (the demo holds code, no data). Every run first checks the folder (layout, card metadata, no training data in a
-model repo, no secrets by file name or content, no link out of the folder) and prints the plan: repo, visibility
-and why, revision, every file with its size. ``--dry_run`` stops there and touches no network. Every Hub request
+model repo, no secrets by file name or content, no link out of the folder; a model bundle must load as the pipeline
+loads it, its int8 graphs checked against its weights) and prints the plan: repo, visibility and why, revision,
+every file with its size. ``--dry_run`` stops there and touches no network. Every Hub request
 gives up after ``--timeout`` seconds without an answer. Exit codes: 0 done, 1 the Hub could not be used (offline,
 no token, unreachable, no answer), 2 a check failed.
 """
@@ -108,6 +109,7 @@ def load_card(readme: Path, card_class: type[ModelCard] | type[DatasetCard] | ty
 def check_model(folder: Path, files: list[str]) -> None:
     """A complete radiology-ner bundle, its card, and no training data."""
     from hf_pipeline.bundle import TASK  # imported here: only model pushes need transformers
+    from hf_pipeline.int8 import INT8_FOLDER
     from hf_pipeline.radiology_ner import ARCHITECTURE_KEY, LAYER_FOLDER, LAYERS_CONFIG_KEY
 
     data_files = [
@@ -140,6 +142,25 @@ def check_model(folder: Path, files: list[str]) -> None:
         read_config(folder / subfolder / "config.json")
         check_model_folder(folder, subfolder, files)
     load_card(folder / "README.md", ModelCard)
+    check_bundle_loads(folder, has_int8=any(name.startswith(f"{INT8_FOLDER}/") for name in files))
+
+
+def check_bundle_loads(folder: Path, has_int8: bool) -> None:
+    """The check the pipeline runs when it loads a bundle (every config key, the labels, the tokenizer against the
+    embeddings, the heads' parameters), and the int8 graphs against the weights they claim to come from: what
+    users would meet after the upload, met before it."""
+    from hf_pipeline import load_pipeline
+
+    try:
+        recognizer = load_pipeline(folder, device=-1)
+        if has_int8:
+            recognizer = load_pipeline(folder, device=-1, quantize="int8")
+    except ImportError as error:
+        raise CheckFailed(f"{folder}: its int8 graphs cannot be checked ({error}): pip install '.[int8]'.") from None
+    except Exception as error:  # noqa: BLE001 - whatever the loader refuses, the upload is refused with its reason
+        reason = " ".join(str(error).split())
+        raise CheckFailed(f"{folder} does not load as a radiology-ner bundle: {reason}") from None
+    del recognizer
 
 
 def read_config(path: Path) -> dict:
@@ -359,17 +380,14 @@ def main(argv: list[str] | None = None) -> int:
     if not args.private and args.command in PUBLIC_WARNINGS:
         print(PUBLIC_WARNINGS[args.command], file=sys.stderr)
     try:
+        token = None if args.dry_run else require_hub()  # within seconds, before the slower checks
         plan = make_plan(args)
+        print_plan(plan, dry_run=args.dry_run)
+        if token is not None:
+            push(plan, token, args.timeout)
     except CheckFailed as error:
         print(f"error: {error}", file=sys.stderr)
         return CHECK_FAILED
-    if args.dry_run:
-        print_plan(plan, dry_run=True)
-        return 0
-    try:
-        token = require_hub()
-        print_plan(plan, dry_run=False)
-        push(plan, token, args.timeout)
     except HubUnavailable as error:
         print(f"error: {error}", file=sys.stderr)
         return HUB_FAILED

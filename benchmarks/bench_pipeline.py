@@ -12,8 +12,9 @@ bundled sample (its ids fit any vocabulary), so tokens per character differ from
 
 Workloads (the "report mix" is the first two): the bundled sample's 8 test reports one call each ("reports, one by
 one"), the same 8 as one list ("reports, one list"), and long texts of 1k, 4k, 16k and 64k characters. Variants:
-this pipeline (fp32 per layer; the shared-encoder bundle with the depth scheme and with the type scheme, a tag
-sequence per SpRadIE type and a second one for two of them; int8 with ONNX Runtime for each) and what a user would do
+this pipeline (fp32 per layer; the shared-encoder bundle with the depth scheme, with the type scheme, a tag
+sequence per SpRadIE type and a second one for two of them, and with the span head, K = 10 words, 128-wide start and
+end representations; int8 with ONNX Runtime for each) and what a user would do
 without it: three stock ``pipeline("token-classification", model=<layer k>, aggregation_strategy="simple")`` calls
 on the same texts, with the same batch size and window overlap (``stride``), so that they also read all of a long text.
 
@@ -54,8 +55,10 @@ sys.path.insert(0, str(REPO))
 
 import hf_pipeline  # noqa: E402
 from hf_dataset import SAMPLE_CORPUS, SPRADIE_TYPES, label_names, read_corpus  # noqa: E402
-from hf_pipeline.bundle import make_shared_config  # noqa: E402
+from hf_pipeline import spans  # noqa: E402
+from hf_pipeline.bundle import make_shared_config, make_span_config  # noqa: E402
 from hf_pipeline.training.base_models import train_wordpiece  # noqa: E402
+from hf_pipeline.training.heads import SpanScorer  # noqa: E402
 from hf_pipeline.words import default_stride  # noqa: E402
 
 SHAPES = {
@@ -67,6 +70,7 @@ SHAPES = {
 LONG_SIZES = (1_000, 4_000, 16_000, 64_000)
 REPORT_MIX = ("reports, one by one", "reports, one list")
 BATCH_SIZE = 32
+SPAN_WORDS, SPAN_DIMS = 10, 128  # the span head's K and representation size (as trained on CT-EBM-SP)
 
 
 @dataclass
@@ -166,7 +170,13 @@ def random_bundle(folder: Path, size: str, tokenizer: Any, shared: bool = False,
     shape = {"vocab_size": len(tokenizer), **SHAPES[size]}
     config = BertConfig(**shape, id2label=dict(enumerate(labels)), label2id={x: i for i, x in enumerate(labels)})
     torch.manual_seed(0)
-    if shared:
+    if scheme == "span":
+        make_span_config(config, SPRADIE_TYPES, [1, 2, 3], SPAN_WORDS, SPAN_DIMS, same_type_overlaps=False)
+        setattr(config, spans.THRESHOLD_KEY, 0.5)
+        models = [BertForTokenClassification(config)]
+        head = SpanScorer(len(SPRADIE_TYPES), SPAN_DIMS, SPAN_WORDS).weights()
+        setattr(models[0], spans.WEIGHTS_ATTRIBUTE, {name: weight.detach() for name, weight in head.items()})
+    elif shared:
         sequences = [(kind, 1) for kind in SPRADIE_TYPES] + [(kind, 2) for kind in SPRADIE_TYPES[:2]]
         make_shared_config(config, labels, [1, 2, 3], sequences if scheme == "type" else None)
         models = [BertForTokenClassification(config)]
@@ -221,8 +231,8 @@ def benchmark_size(size: str, args: argparse.Namespace, work: Path, tokenizer: A
     }
     bundles = {"": per_layer}
     if not args.model:
-        for scheme in ("depth", "type"):
-            name = " shared" + (" type" if scheme == "type" else "")
+        for scheme in ("depth", "type", "span"):
+            name = " shared" + ("" if scheme == "depth" else f" {scheme}")
             bundles[name] = random_bundle(work / f"{size}-shared-{scheme}", size, tokenizer, shared=True, scheme=scheme)
             shared = hf_pipeline.load_pipeline(bundles[name])
             variants[f"ours{name}"] = (shared, shared.layer_models)

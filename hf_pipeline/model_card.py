@@ -85,8 +85,10 @@ def write_model_card(
         results: ``eval_results.json`` of ``train.py``: ``{split: {"exact": {...}, "lenient": {...}, ...}}``.
         license: the license of the weights: the training data's license (``unknown`` when not known).
         architecture: ``per_layer`` (one encoder per layer) or ``shared`` (one encoder, one head per layer).
-        decoder: ``softmax`` (a label per word) or ``crf`` (a linear-chain CRF per tag sequence, Viterbi decoding).
-        scheme: ``depth`` (a tag sequence per nesting layer) or ``type`` (a tag sequence per entity type).
+        decoder: ``softmax`` (a label per word), ``crf`` (a linear-chain CRF per tag sequence, Viterbi decoding) or
+            ``span`` (the span head).
+        scheme: ``depth`` (a tag sequence per nesting layer), ``type`` (a tag sequence per entity type) or ``span``
+            (the span head: every span scored for every type).
         repo_id: the Hub repo the bundle is meant for; used in the usage example and as the model-index name.
 
     Returns:
@@ -209,6 +211,16 @@ def overview(
             ' type overlap in the training data (`config.json["ner_sequences"]` lists `[type, sub-layer]` of each);'
             " the classifier's outputs are one block of `O`, `B-<type>`, `I-<type>` per sequence."
         )
+    if scheme == "span":
+        layout = (
+            "**Scheme and head: `span`, architecture `shared`.** No tag sequences: every span of up to"
+            ' `config.json["ner_span_max_words"]` words is scored for every entity type from the representations of'
+            " its first and last words (a biaffine span classifier: the stock token classifier gives each word a"
+            " start and an end representation, and the head's own weights sit beside the model in"
+            " `span_head.safetensors`). A span is returned when its probability reaches `config.json["ner_span_threshold"]`, chosen on validation;'
+            " one span can be several types, and any nesting depth can be returned. The stock"
+            " `token-classification` pipeline cannot use this model: load it with `radiology-ner`."
+        )
     if decoder == "crf":
         layout += (
             "\n\n**Decoder: `crf`.** Each tag sequence has a linear-chain CRF: its label-to-label transition scores are"
@@ -224,7 +236,8 @@ its layer and its exact character offsets into the input text.
 
 **Method**: every word gets several IOB2 tags, one per tag sequence: one per nesting *layer* (Solarte-Pabón et
 al., CLEF eHealth 2021, SpRadIE task) or one per entity type (below), and a BERT token classifier predicts every
-sequence. The `radiology-ner` pipeline (`radiology_ner.py`) tokenizes once, runs the model(s) and merges the
+sequence; or, with the span head (below), no tags at all: every span is scored for every type. The `radiology-ner`
+pipeline (`radiology_ner.py`) tokenizes once, runs the model(s) and merges the
 sequences' entities; an entity two sequences predict is returned once, and each entity's `layer` is its nesting
 depth among the predicted entities (1 outermost).
 
@@ -382,11 +395,10 @@ def limitations(base_model: str | None, scheme: str = "depth") -> str:
         if base_model is None
         else ""
     )
-    depth = (
-        "Entities of one type that overlap need a sub-layer each; the training data decided how many"
-        if scheme == "type"
-        else "At most three nesting layers are learned: deeper nesting is not represented"
-    )
+    depth = {
+        "type": "Entities of one type that overlap need a sub-layer each; the training data decided how many",
+        "span": "Entities longer than the longest span scored (`ner_span_max_words` words) are never returned",
+    }.get(scheme, "At most three nesting layers are learned: deeper nesting is not represented")
     return f"""## Limitations
 
 - For research only. Not a medical device: do not use it for clinical decisions.

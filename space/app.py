@@ -212,10 +212,14 @@ def model_description(ner: Any) -> str:
     >>> from types import SimpleNamespace
     >>> model_description(SimpleNamespace(architecture="shared", scheme="type", decoder="crf"))
     'un codificador compartido con una secuencia de etiquetas por tipo de entidad, decodificada con un CRF'
+    >>> model_description(SimpleNamespace(architecture="shared", scheme="span", decoder="span"))
+    'un codificador compartido que puntúa cada tramo de texto para cada tipo de entidad (cabeza de tramos)'
     """
     architecture, scheme = getattr(ner, "architecture", "per_layer"), getattr(ner, "scheme", "depth")
     if architecture != "shared":
         described = "un BERT por capa de anidamiento (el método del artículo)"
+    elif scheme == "span":
+        return "un codificador compartido que puntúa cada tramo de texto para cada tipo de entidad (cabeza de tramos)"
     elif scheme == "type":
         described = "un codificador compartido con una secuencia de etiquetas por tipo de entidad"
     else:

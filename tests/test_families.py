@@ -1,4 +1,4 @@
-"""Every encoder family a user fine-tunes, with both architectures, both decoders and both schemes: train a few
+"""Every encoder family a user fine-tunes, with both architectures, every head and every scheme: train a few
 steps from a tiny random base checkpoint of that family (tests/families.py), load the bundle in a fresh process
 with trust_remote_code, predict texts with accents, CRLF and punctuation glued to words, and check every offset."""
 
@@ -21,12 +21,13 @@ HOSTILE_TEXTS = [
     "Riñón derecho:5,4cm (RD).\r\nECOGRAFÍA—sin cambios;¿quiste?\r\nNódulo hipoecogénico de 3x2mm.",
     "Hígado: ecoestructura homogénea,vesícula sin litiasis.\r\n\r\nConclusión:normal.",
 ]
-# Every family with the paper's architecture (softmax), with the shared encoder + CRF head, and with the type scheme
-# + CRF head; the other combinations on BERT (cased) and XLM-R.
+# Every family with the paper's architecture (softmax), with the shared encoder + CRF head, with the type scheme
+# + CRF head and with the span head; the other combinations on BERT (cased) and XLM-R.
 COMBINATIONS = [
     *[(family, "per_layer", "softmax", "depth") for family in FAMILIES],
     *[(family, "shared", "crf", "depth") for family in FAMILIES],
     *[(family, "shared", "crf", "type") for family in FAMILIES],
+    *[(family, "shared", "span", "span") for family in FAMILIES],
     ("bert-cased", "per_layer", "crf", "depth"),
     ("bert-cased", "shared", "softmax", "depth"),
     ("bert-cased", "shared", "softmax", "type"),
@@ -76,6 +77,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory, dataset_dir: Path) -> dict
                              "--architecture", architecture, "--decoder", decoder, "--scheme", scheme,
                              "--output_dir", str(out), *TRAIN_OPTIONS])  # fmt: skip
         results[name] = {"trained": "test" in scores and (out / "model" / "config.json").is_file()}
+        if decoder == "span":
+            keep_every_span(out / "model")
         bundles[name] = str(out / "model")
     fresh = json.loads(
         run_fresh(
@@ -94,6 +97,14 @@ def trained(tmp_path_factory: pytest.TempPathFactory, dataset_dir: Path) -> dict
         print(f"| {family} | {architecture} | {decoder} | {scheme} | {r['trained']} | {loaded} | "
               f"{r['offsets_exact']} | {r['entities']} |")  # fmt: skip
     return results
+
+
+def keep_every_span(bundle: Path) -> None:
+    """Three steps teach a span head nothing: a threshold under its initial probability returns every span scored,
+    so that the offsets check checks something."""
+    config = json.loads((bundle / "config.json").read_text(encoding="utf-8"))
+    config["ner_span_threshold"] = 0.001
+    (bundle / "config.json").write_text(json.dumps(config), encoding="utf-8")
 
 
 @pytest.mark.parametrize(("family", "architecture", "decoder", "scheme"), COMBINATIONS)

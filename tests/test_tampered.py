@@ -95,3 +95,22 @@ def test_an_int8_graph_of_another_model_or_a_garbage_one_is_refused(tmp_path):
     (first / graph).write_bytes(b"not a graph at all")
     with pytest.raises(ValueError, match="not a readable ONNX graph"):
         hf_pipeline.load_pipeline(first, quantize="int8")
+
+
+def test_push_to_hub_dry_run_refuses_what_the_pipeline_refuses(crf_shared, tmp_path, capsys):
+    from hf_pipeline.bundle import add_int8
+    from push_to_hub import main as push
+
+    def dry_run(bundle: Path) -> int:
+        return push(["model", "--model_dir", str(bundle), "--repo_id", "org/m", "--dry_run"])
+
+    assert dry_run(crf_shared) == 0, capsys.readouterr().err
+    assert dry_run(tampered(crf_shared, tmp_path, ner_crf_transitions=nan_transitions(crf_shared))) == 2
+    assert "NaN or infinite" in capsys.readouterr().err
+    first, second = make_shared_bundle(tmp_path / "first"), make_shared_bundle(tmp_path / "second", seed=4)
+    add_int8(first)
+    add_int8(second)
+    assert dry_run(first) == 0, capsys.readouterr().err
+    shutil.copyfile(second / "onnx" / "model.int8.onnx", first / "onnx" / "model.int8.onnx")
+    assert dry_run(first) == 2
+    assert "not exported from this bundle's weights" in capsys.readouterr().err
