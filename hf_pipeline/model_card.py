@@ -217,7 +217,8 @@ def overview(
             ' `config.json["ner_span_max_words"]` words is scored for every entity type from the representations of'
             " its first and last words (a biaffine span classifier: the stock token classifier gives each word a"
             " start and an end representation, and the head's own weights sit beside the model in"
-            " `span_head.safetensors`). A span is returned when its probability reaches `config.json["ner_span_threshold"]`, chosen on validation;'
+            " `span_head.safetensors`). A span is returned when its probability reaches"
+            ' `config.json["ner_span_threshold"]`, chosen on validation;'
             " one span can be several types, and any nesting depth can be returned. The stock"
             " `token-classification` pipeline cannot use this model: load it with `radiology-ner`."
         )
