@@ -4,6 +4,7 @@
     python benchmarks/bench_pipeline.py --threads 2 --repeats 3 --sizes base
     python benchmarks/bench_pipeline.py --model runs/quality/model     # a trained bundle instead of random ones
     python benchmarks/bench_pipeline.py --sizes base --report_mix --repeats 7   # the report mix only, more runs
+    python benchmarks/bench_pipeline.py --sizes base --variants "shared span" "shared span int8"   # stock + these
 
 In one process, one run: builds bundles with random weights through the project's own ``save_bundle`` (no
 download): ``base`` is shaped like mBERT-base (vocabulary 119,547, hidden 768, 12 layers, 12 heads, intermediate
@@ -237,8 +238,16 @@ def benchmark_size(size: str, args: argparse.Namespace, work: Path, tokenizer: A
             shared = hf_pipeline.load_pipeline(bundles[name])
             variants[f"ours{name}"] = (shared, shared.layer_models)
     for name, bundle in bundles.items() if not args.no_int8 else ():
-        int8 = hf_pipeline.load_pipeline(bundle, quantize="int8")
-        variants[f"ours{name} int8 ONNX Runtime"] = (int8, [])  # no torch forward to time: GEMM columns n/a
+        if not args.variants or f"{name.strip()} int8".strip() in args.variants:
+            int8 = hf_pipeline.load_pipeline(bundle, quantize="int8")
+            variants[f"ours{name} int8 ONNX Runtime"] = (int8, [])  # no torch forward to time: GEMM columns n/a
+    if args.variants:  # stock always: it is what every ratio is to
+        keep = {
+            "stock x3",
+            *(f"ours {v}".strip() for v in args.variants),
+            *(f"ours {v} ONNX Runtime" for v in args.variants),
+        }
+        variants = {name: variant for name, variant in variants.items() if name in keep}
     peak = gemm_peak(ours.model.config)
     threads = torch.get_num_threads()
     print(f"\n## {size}: window {window + 2} tokens, stride {stride}, batch {BATCH_SIZE}; "
@@ -282,6 +291,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--budget", type=float, default=30, help="no new run of a cell once it took this many s")
     parser.add_argument("--no_int8", action="store_true", help="leave out the int8 rows")
     parser.add_argument("--report_mix", action="store_true", help="only the report mix (then more --repeats)")
+    parser.add_argument(
+        "--variants", nargs="+", default=None,
+        help='only these variants besides stock, named as in the table without "ours": "" (per layer), "shared", '
+        '"shared type", "shared span", "int8", "shared span int8" ...',
+    )  # fmt: skip
     parser.add_argument("--output", type=Path, help="also write every row as JSON here")
     args = parser.parse_args(argv)
     if args.threads:
