@@ -2,9 +2,10 @@
 
 This module travels with every model bundle (it is copied next to ``config.json``, with the modules it imports:
 ``words.py``, words, windows, BIO decoding; ``schemes.py``, which sequences a bundle predicts and how their tags
-become entities; ``heads.py`` and ``crf.py``, how each sequence is decoded; ``int8.py``, ONNX Runtime for
+become entities; ``heads.py``, ``crf.py`` and ``spans.py``, how each head decodes; ``int8.py``, ONNX Runtime for
 ``quantize="int8"``) and is loaded by ``pipeline("radiology-ner", model=..., trust_remote_code=True)``. It
-therefore imports only torch, transformers, numpy, the standard library and those modules.
+therefore imports only torch, transformers, numpy, the standard library and those modules (``spans.py``, the span
+head, also safetensors, which transformers itself requires).
 """
 
 from __future__ import annotations

@@ -56,16 +56,17 @@ def imported_packages(path: Path) -> tuple[set[str], set[str]]:
 
 
 def test_traveling_modules_import_only_allowed_packages(tiny_bundle):
-    """The pipeline's modules import torch, transformers, numpy, the standard library and each other; int8.py also
-    onnxruntime, in a try block, so that transformers does not demand it to load the remote code."""
+    """The pipeline's modules import torch, transformers, numpy (spans.py: safetensors, which transformers needs), the
+    standard library and each other; int8.py also onnxruntime, in a try block, so that transformers does not demand it to load the remote code."""
     folder = Path(hf_pipeline.__file__).parent
     stdlib = {"__future__"} | set(sys.stdlib_module_names)
     allowed = {
         "radiology_ner.py": ({"torch", "transformers", "numpy"}, {"words", "schemes", "heads", "int8"}),
         "words.py": (set(), set()),  # no torch: instant import
         "schemes.py": (set(), {"words"}),
-        "heads.py": ({"numpy"}, {"crf", "schemes"}),
+        "heads.py": ({"numpy", "torch"}, {"crf", "schemes", "spans"}),
         "crf.py": ({"numpy"}, set()),
+        "spans.py": ({"numpy", "torch", "safetensors"}, {"schemes"}),  # safetensors comes with transformers
         "int8.py": ({"torch", "transformers", "numpy", "onnxruntime"}, set()),
         "handler.py": ({"torch", "transformers"}, set()),  # Inference Endpoints' entry point
     }
@@ -73,7 +74,7 @@ def test_traveling_modules_import_only_allowed_packages(tiny_bundle):
     for name, (packages, siblings) in allowed.items():
         absolute, relative = imported_packages(folder / name)
         assert absolute <= packages | stdlib and relative == siblings, name
-        assert set(get_imports(folder / name)) - stdlib <= {"torch", "transformers", "numpy"}, name
+        assert set(get_imports(folder / name)) - stdlib <= {"torch", "transformers", "numpy", "safetensors"}, name
         assert (tiny_bundle / name).is_file()
 
 
