@@ -10,6 +10,11 @@ weights sit beside the model in ``span_head.safetensors``:
   (biaffine, Yu et al. 2020), a logit: its sigmoid is the entity's ``score``. Types are scored independently, so
   one span can be two types (12% of CT-EBM-SP's entities share their span with an entity of another type).
 
+Windows are the pipeline's: each word's representations are read in the window where that word sits farthest from
+an edge, as every head reads its words, and a span is scored from the representations of its first and last words
+(for a span near a window boundary they may come from two overlapping windows; each is read with the most context
+either side that the windows offer).
+
 Decoding keeps the spans whose probability reaches ``config.json["ner_span_threshold"]`` (chosen on validation);
 where two kept spans of one type overlap, the higher-scoring one wins unless the training data had such overlaps
 (``ner_span_same_type_overlaps``). Memory and time grow linearly with the text: words are scored in blocks.
