@@ -298,8 +298,9 @@ class RadiologyNerPipeline(ChunkPipeline):
 
         Returns:
             For each text a list of dicts sorted by (start, -end, layer), with keys
-            ``entity_group`` (the type), ``score`` (mean probability of the entity's words in its sequence),
-            ``word`` (``text[start:end]``), ``start``, ``end`` (end-exclusive character offsets) and
+            ``entity_group`` (the type), ``score`` (mean probability of the entity's words in its sequence;
+            the span head: the span's probability), ``word`` (``text[start:end]``), ``start``, ``end``
+            (end-exclusive character offsets) and
             ``layer`` (the nesting depth the dataset's layering policy gives the entity among this text's
             entities, 1 outermost). One text gives one list; a list or generator gives one list per text.
         """

@@ -144,7 +144,7 @@ def without_same_type_overlaps(spans: Sequence[tuple[str, int, int, float]]) -> 
     """Of spans of one type that overlap, the higher-scoring (greedy by score, ties to the earlier span).
 
     >>> without_same_type_overlaps([("A", 0, 2, 0.9), ("A", 1, 3, 0.95), ("B", 0, 2, 0.6), ("A", 5, 5, 0.7)])
-    [('A', 1, 3, 0.95), ('B', 0, 2, 0.6), ('A', 5, 5, 0.7)]
+    [('B', 0, 2, 0.6), ('A', 1, 3, 0.95), ('A', 5, 5, 0.7)]
     """
     kept: list[tuple[str, int, int, float]] = []
     for span in sorted(spans, key=lambda s: (-s[3], s[1], s[2])):

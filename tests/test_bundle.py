@@ -57,7 +57,8 @@ def imported_packages(path: Path) -> tuple[set[str], set[str]]:
 
 def test_traveling_modules_import_only_allowed_packages(tiny_bundle):
     """The pipeline's modules import torch, transformers, numpy (spans.py: safetensors, which transformers needs), the
-    standard library and each other; int8.py also onnxruntime, in a try block, so that transformers does not demand it to load the remote code."""
+    standard library and each other; int8.py also onnxruntime, in a try block, so that transformers does not demand
+    it to load the remote code."""
     folder = Path(hf_pipeline.__file__).parent
     stdlib = {"__future__"} | set(sys.stdlib_module_names)
     allowed = {

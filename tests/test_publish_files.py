@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from hf_pipeline.publish_files import LARGE_FILE, SCAN_CHUNK, secret_in
+from hf_pipeline.publish_files import LARGE_FILE, SCAN_CHUNK, check_sizes, secret_in, upload_files
 from push_to_hub import main
 
 from .helpers import FAKE_TOKEN
@@ -72,8 +72,9 @@ def test_files_too_large_for_the_repo_type_are_refused_unless_allowed(model_dir,
     weights = model_dir / "model.safetensors"
     with weights.open("r+b") as stream:  # weights may be any size in a model repo
         stream.truncate(LARGE_FILE + 1)
-    assert main(argv) == 0
-    capsys.readouterr()
+    assert check_sizes(model_dir, upload_files(model_dir), "model", allow_large=False) == []
+    assert main(argv) == 2  # what refuses these weights is the bundle check: they no longer load
+    assert "does not load as a radiology-ner bundle" in capsys.readouterr().err
 
 
 def test_a_token_across_two_read_chunks_is_found(tmp_path):

@@ -95,17 +95,11 @@ class ModelArguments:
     )
     decoder: str = field(
         default="softmax",
-        metadata={
-            "help": "The head: 'softmax' (a label per word), 'crf' (a linear-chain CRF per tag sequence) or 'span' "
-            "(every span of up to K words scored for every type; needs shared, implies --scheme span)."
-        },
+        metadata={"help": "The head: 'softmax', 'crf' or 'span' (needs shared)."},
     )
     scheme: str | None = field(
         default=None,
-        metadata={
-            "help": "'depth' (a tag sequence per nesting layer; the default), 'type' (per entity type; needs "
-            "shared), or 'span' (with --decoder span, its default)."
-        },
+        metadata={"help": "'depth' (per nesting layer) or 'type' (per type; needs shared)."},
     )
     max_sublayers: int = field(
         default=3,
@@ -113,13 +107,11 @@ class ModelArguments:
     )
     max_span_words: int | None = field(
         default=None,
-        metadata={
-            "help": "--decoder span: K, the longest span scored, in words (default: 99.9%% of training entities)."
-        },
+        metadata={"help": "--decoder span: the longest span in words (default: from the data)."},
     )
     span_dims: int = field(
         default=128,
-        metadata={"help": "--decoder span: the size of each word's start and end representations."},
+        metadata={"help": "--decoder span: start and end vector size."},
     )
     layers: list[int] = field(default_factory=lambda: [1, 2, 3], metadata={"help": "Layers to train; 1 is required."})
     preset: str | None = field(
