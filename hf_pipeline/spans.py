@@ -91,15 +91,24 @@ def load_parameters(config: Any, read_file: Callable[[str], str]) -> SpanParamet
             f"config.json[{THRESHOLD_KEY!r}] is {threshold!r}; expected a probability between 0 and 1 (exclusive), "
             "the span threshold chosen on validation. Save the bundle again from its training run."
         )
-    return SpanParameters(
-        {name: weights[name].float() for name in WEIGHT_NAMES}, float(threshold), bool(getattr(config, OVERLAPS_KEY))
-    )
+    overlaps = getattr(config, OVERLAPS_KEY, None)
+    if not isinstance(overlaps, bool):
+        raise ValueError(
+            f"config.json[{OVERLAPS_KEY!r}] is {overlaps!r}; expected true or false (whether two entities of one type "
+            "may overlap, from the training data). Save the bundle again from its training run."
+        )
+    return SpanParameters({name: weights[name].float() for name in WEIGHT_NAMES}, float(threshold), overlaps)
 
 
 def check_weights(weights: dict[str, torch.Tensor], config: Any) -> None:
     """The weights file must hold every weight, finite, shaped for the config's types, K and classifier outputs."""
     types = len(getattr(config, TYPES_KEY, None) or [])
     max_words = getattr(config, MAX_WORDS_KEY, None)
+    if type(max_words) is not int or max_words < 1:
+        raise ValueError(
+            f"config.json[{MAX_WORDS_KEY!r}] is {max_words!r}; expected the longest span the head scores, in words (a "
+            "whole number of at least 1). Save the bundle again from its training run."
+        )
     dims = config.num_labels // 2
     expected = {
         "bilinear": (types, dims, dims),

@@ -236,6 +236,8 @@ def test_resume_reloads_the_trained_head(span_run, tmp_path):
         (lambda b: _edit_config(b, "ner_span_threshold", 1.5), "ner_span_threshold"),
         (lambda b: _edit_config(b, "ner_span_types", ["A"]), "needs"),
         (lambda b: _edit_config(b, "ner_decoder", "crf"), "go together"),
+        (lambda b: _edit_config(b, "ner_span_same_type_overlaps", "yes"), "ner_span_same_type_overlaps"),
+        (lambda b: _edit_config(b, "ner_span_max_words", 0), "ner_span_max_words"),
     ],
 )
 def test_a_tampered_span_bundle_is_refused_with_one_line(span_run, tmp_path, damage, message):
