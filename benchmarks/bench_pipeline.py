@@ -175,8 +175,9 @@ def random_bundle(folder: Path, size: str, tokenizer: Any, shared: bool = False,
         make_span_config(config, SPRADIE_TYPES, [1, 2, 3], SPAN_WORDS, SPAN_DIMS, same_type_overlaps=False)
         setattr(config, spans.THRESHOLD_KEY, 0.5)
         models = [BertForTokenClassification(config)]
-        head = SpanScorer(len(SPRADIE_TYPES), SPAN_DIMS, SPAN_WORDS).weights()
-        setattr(models[0], spans.WEIGHTS_ATTRIBUTE, {name: weight.detach() for name, weight in head.items()})
+        setattr(
+            models[0], spans.WEIGHTS_ATTRIBUTE, SpanScorer(len(SPRADIE_TYPES), SPAN_DIMS, SPAN_WORDS).trained_weights()
+        )
     elif shared:
         sequences = [(kind, 1) for kind in SPRADIE_TYPES] + [(kind, 2) for kind in SPRADIE_TYPES[:2]]
         make_shared_config(config, labels, [1, 2, 3], sequences if scheme == "type" else None)

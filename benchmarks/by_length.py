@@ -12,7 +12,6 @@ F1 for continuous entities.
 from __future__ import annotations
 
 import argparse
-import bisect
 import sys
 from collections import Counter
 from pathlib import Path
@@ -22,6 +21,7 @@ sys.path.insert(0, str(REPO))
 
 from hf_dataset.brat import read_corpus  # noqa: E402
 from hf_dataset.entities import Entity  # noqa: E402
+from hf_dataset.layers import WordIndex, word_ranges  # noqa: E402
 from hf_pipeline.score import read_predictions  # noqa: E402
 from hf_pipeline.words import word_spans  # noqa: E402
 
@@ -36,9 +36,11 @@ def bucket_name(low: int, high: int) -> str:
     return str(low) if low == high else f"{low}-{high}" if high < BUCKETS[-1][1] else f"{low}+"
 
 
-def bucket(start: int, end: int, word_ends: list[int], word_starts: list[int]) -> str:
-    words = bisect.bisect_left(word_starts, end) - bisect.bisect_right(word_ends, start)
-    return bucket_name(*next((low, high) for low, high in BUCKETS if words <= high))
+def bucket(entity: tuple[str, int, int], words: WordIndex) -> str:
+    """The length bucket of a ``(type, start, end)`` entity: how many words its hull covers."""
+    kind, start, end = entity
+    covered = sum(last - first + 1 for first, last in word_ranges(Entity(kind, ((start, end),)), words, "hull"))
+    return bucket_name(*next((low, high) for low, high in BUCKETS if covered <= high))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -47,14 +49,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pred", type=Path, nargs="+", required=True)
     args = parser.parse_args(argv)
     corpus = read_corpus(args.gold)
-    words = {doc.id: word_spans(doc.text) for doc in corpus.documents}
+    words = {doc.id: WordIndex.of(word_spans(doc.text)) for doc in corpus.documents}
     gold = {doc.id: {key(e) for e in doc.entities} for doc in corpus.documents}
-
-    def length(doc_id: str, start: int, end: int) -> str:
-        spans = words[doc_id]
-        return bucket(start, end, [e for _, e in spans], [s for s, _ in spans])
-
-    gold_count = Counter(length(d, s, e) for d, keys in gold.items() for _, s, e in keys)
+    gold_count = Counter(bucket(k, words[d]) for d, keys in gold.items() for k in keys)
     order = [bucket_name(low, high) for low, high in BUCKETS]
     header = ["words", "gold"] + [f"{p.parent.parent.name}: recall / predicted / precision" for p in args.pred]
     rows = {name: [name, str(gold_count[name])] for name in order}
@@ -64,10 +61,10 @@ def main(argv: list[str] | None = None) -> None:
         for doc_id, keys in gold.items():
             mine = predicted.get(doc_id, set())
             for k in keys:
-                found[length(doc_id, k[1], k[2])] += k in mine
+                found[bucket(k, words[doc_id])] += k in mine
             for k in mine:
-                made[length(doc_id, k[1], k[2])] += 1
-                right[length(doc_id, k[1], k[2])] += k in keys
+                made[bucket(k, words[doc_id])] += 1
+                right[bucket(k, words[doc_id])] += k in keys
         for name in order:
             recall = found[name] / gold_count[name] if gold_count[name] else 0.0
             precision = right[name] / made[name] if made[name] else 0.0

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForTokenClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.pipelines.base import ChunkPipeline
+from transformers.utils import cached_file
 
 from .heads import DECODER_KEY, HEADS, Head, head_of
 from .schemes import (
@@ -168,8 +169,6 @@ class RadiologyNerPipeline(ChunkPipeline):
 
     def _bundle_file(self, revision: str | None) -> Any:
         """A function from a file name of the bundle to its local path (a folder's file, or the Hub cache's)."""
-        from transformers.utils import cached_file
-
         source = self.model.name_or_path
         revision = revision or _revision_of_this_module(source)
         return lambda name: cached_file(source, name, revision=revision)

@@ -60,10 +60,13 @@ def span_logits(features: torch.Tensor, weights: dict[str, torch.Tensor]) -> tor
     return torch.stack(scores, dim=2) + start_part[:, :, None] + weights["width"]
 
 
-def valid_spans(words: int, max_words: int, device: torch.device | None = None) -> torch.Tensor:
-    """``[word, width]`` True where span ``i..i+k`` ends inside the ``words`` words."""
-    positions = torch.arange(words, device=device)[:, None] + torch.arange(max_words, device=device)
-    return positions < words
+def valid_spans(words: int | torch.Tensor, max_words: int, length: int | None = None) -> torch.Tensor:
+    """``[word, width]`` True where span ``i..i+k`` ends inside the ``words`` words; for a tensor of word counts
+    (one per window, each window's words first, over ``length`` positions), ``[window, word, width]``."""
+    words = torch.as_tensor(words)
+    length = int(words.max()) if length is None else length
+    ends = torch.arange(length, device=words.device)[:, None] + torch.arange(max_words, device=words.device)
+    return ends < words[..., None, None]
 
 
 @dataclass(frozen=True)

@@ -126,6 +126,36 @@ def without_score(entity: dict) -> dict:
     return {key: value for key, value in entity.items() if key != "score"}
 
 
+def assert_output_contract(texts: list[str], outputs: list[list[dict]]) -> None:
+    """Each text's entities in output order, with exact offsets, each (type, span) once."""
+    for text, entities in zip(texts, outputs):
+        assert entities == sorted(entities, key=lambda e: (e["start"], -e["end"], e["layer"]))
+        assert all(text[e["start"] : e["end"]] == e["word"] and 0 < e["score"] <= 1 for e in entities)
+        assert len({(e["entity_group"], e["start"], e["end"]) for e in entities}) == len(entities)
+
+
+def assert_int8_close_and_batch_independent(bundle: Path) -> None:
+    """int8 entities are the same alone and in a batch, and mostly fp32's."""
+    texts = sample_texts()[:6]
+    fp32 = hf_pipeline.load_pipeline(bundle)(texts)
+    int8 = hf_pipeline.load_pipeline(bundle, quantize="int8")
+    together = int8(texts, batch_size=8)
+    alone = [int8(text, batch_size=1) for text in texts]
+    assert [[without_score(e) for e in doc] for doc in together] == [[without_score(e) for e in doc] for doc in alone]
+    same = sum(without_score(e) in [without_score(f) for f in b] for a, b in zip(together, fp32) for e in a)
+    assert same >= 0.8 * sum(map(len, fp32))
+
+
+def assert_predict_cli_writes_what_the_pipeline_returns(bundle: Path, output: Path) -> None:
+    """``predict --format brat`` on the sample's test split writes, per report, the pipeline's entities."""
+    source = SAMPLE_CORPUS / "test"
+    assert cli("--model", bundle, "--input", source, "--output", output, "--format", "brat") == 0
+    ner = hf_pipeline.load_pipeline(bundle)
+    for document in read_corpus(source).documents[:3]:
+        written = (output / f"{document.id}.ann").read_text(encoding="utf-8").splitlines()
+        assert len(written) == len(ner(document.text))
+
+
 # --- the predict command line ----------------------------------------------------------------------------------------
 
 

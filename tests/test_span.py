@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 import hf_dataset
 import hf_pipeline
 import train
-from hf_dataset import SAMPLE_CORPUS, read_corpus
+from hf_dataset import SAMPLE_CORPUS
 from hf_pipeline import spans
 from hf_pipeline.bundle import split_shared
 from hf_pipeline.schemes import nesting_layers
@@ -26,13 +26,14 @@ from hf_pipeline.training.schemes import SpanEncoding
 
 from .helpers import (
     REPORT,
+    assert_int8_close_and_batch_independent,
+    assert_output_contract,
+    assert_predict_cli_writes_what_the_pipeline_returns,
     assert_same_entities,
-    cli,
     fill_hub_cache,
     predict_in_fresh_process,
     repo_files,
     sample_texts,
-    without_score,
 )
 
 
@@ -177,10 +178,9 @@ def test_pipeline_output_contract_in_a_fresh_process(span_run, tmp_path):
     bundle = span_run / "model"
     ner = hf_pipeline.load_pipeline(bundle)
     assert_same_entities([predict_in_fresh_process(bundle, tmp_path)], [ner(REPORT)])
-    for text, entities in zip(sample_texts()[:4], ner(sample_texts()[:4])):
-        assert entities == sorted(entities, key=lambda e: (e["start"], -e["end"], e["layer"]))
-        assert all(text[e["start"] : e["end"]] == e["word"] and 0 < e["score"] <= 1 for e in entities)
-        assert len({(e["entity_group"], e["start"], e["end"]) for e in entities}) == len(entities)
+    outputs = ner(sample_texts()[:4])
+    assert_output_contract(sample_texts()[:4], outputs)
+    for entities in outputs:
         found = [hf_pipeline.schemes.Predicted(e["entity_group"], e["start"], e["end"], 1) for e in entities]
         types = ner.model.config.ner_span_types
         assert [e["layer"] for e in entities] == nesting_layers(found, types)
@@ -189,25 +189,13 @@ def test_pipeline_output_contract_in_a_fresh_process(span_run, tmp_path):
 
 @pytest.mark.slow
 def test_int8_is_close_to_fp32_and_independent_of_the_batch(span_run):
-    texts = sample_texts()[:6]
-    fp32 = hf_pipeline.load_pipeline(span_run / "model")(texts)
-    int8 = hf_pipeline.load_pipeline(span_run / "model", quantize="int8")
-    together = int8(texts, batch_size=8)
-    alone = [int8(text, batch_size=1) for text in texts]
-    assert [[without_score(e) for e in doc] for doc in together] == [[without_score(e) for e in doc] for doc in alone]
-    same = sum(without_score(e) in [without_score(f) for f in b] for a, b in zip(together, fp32) for e in a)
-    assert same >= 0.8 * sum(map(len, fp32))
+    assert_int8_close_and_batch_independent(span_run / "model")
 
 
 @pytest.mark.slow
 def test_predict_cli_and_a_hub_id_serve_the_span_head(span_run, tmp_path, monkeypatch):
-    source = SAMPLE_CORPUS / "test"
-    output = tmp_path / "preds"
-    assert cli("--model", span_run / "model", "--input", source, "--output", output, "--format", "brat") == 0
+    assert_predict_cli_writes_what_the_pipeline_returns(span_run / "model", tmp_path / "preds")
     ner = hf_pipeline.load_pipeline(span_run / "model")
-    for document in read_corpus(source).documents[:3]:
-        written = (output / f"{document.id}.ann").read_text(encoding="utf-8").splitlines()
-        assert len(written) == len(ner(document.text))
     fill_hub_cache({("model", "org/tiny-span"): repo_files(span_run / "model")}, tmp_path / "cache", monkeypatch)
     from_hub = hf_pipeline.load_pipeline("org/tiny-span")
     assert_same_entities([from_hub(REPORT)], [ner(REPORT)])

@@ -11,10 +11,17 @@ from transformers import pipeline
 
 import hf_pipeline
 import train
-from hf_dataset import SAMPLE_CORPUS, read_corpus
 from hf_pipeline.bundle import split_shared
 
-from .helpers import REPORT, assert_same_entities, cli, predict_in_fresh_process, sample_texts, without_score
+from .helpers import (
+    REPORT,
+    assert_int8_close_and_batch_independent,
+    assert_output_contract,
+    assert_predict_cli_writes_what_the_pipeline_returns,
+    assert_same_entities,
+    predict_in_fresh_process,
+    sample_texts,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -51,23 +58,13 @@ def test_pipeline_output_contract_in_a_fresh_process(type_run, tmp_path):
     ner = hf_pipeline.load_pipeline(bundle)
     local = ner(REPORT)
     assert_same_entities([predict_in_fresh_process(bundle, tmp_path)], [local])
-    for text, entities in zip(sample_texts()[:4], ner(sample_texts()[:4])):
-        assert entities == sorted(entities, key=lambda e: (e["start"], -e["end"], e["layer"]))
-        assert all(text[e["start"] : e["end"]] == e["word"] for e in entities)
-        assert len({(e["entity_group"], e["start"], e["end"]) for e in entities}) == len(entities)
+    assert_output_contract(sample_texts()[:4], ner(sample_texts()[:4]))
     deep = [e for text in sample_texts() for e in ner(text) if e["layer"] > 1]
     assert deep, "the trained type bundle predicts nested entities"
 
 
 def test_int8_is_close_to_fp32_and_independent_of_the_batch(type_run):
-    texts = sample_texts()[:6]
-    fp32 = hf_pipeline.load_pipeline(type_run / "model")(texts)
-    int8 = hf_pipeline.load_pipeline(type_run / "model", quantize="int8")
-    together = int8(texts, batch_size=8)
-    alone = [int8(text, batch_size=1) for text in texts]
-    assert [[without_score(e) for e in doc] for doc in together] == [[without_score(e) for e in doc] for doc in alone]
-    same = sum(without_score(e) in [without_score(f) for f in b] for a, b in zip(together, fp32) for e in a)
-    assert same >= 0.8 * sum(map(len, fp32))
+    assert_int8_close_and_batch_independent(type_run / "model")
 
 
 def test_split_shared_copies_run_in_the_stock_pipeline(type_run):
@@ -83,10 +80,4 @@ def test_split_shared_copies_run_in_the_stock_pipeline(type_run):
 
 
 def test_predict_cli_writes_what_the_pipeline_returns(type_run, tmp_path):
-    source = SAMPLE_CORPUS / "test"
-    output = tmp_path / "preds"
-    assert cli("--model", type_run / "model", "--input", source, "--output", output, "--format", "brat") == 0
-    ner = hf_pipeline.load_pipeline(type_run / "model")
-    for document in read_corpus(source).documents[:3]:
-        written = (output / f"{document.id}.ann").read_text(encoding="utf-8").splitlines()
-        assert len(written) == len(ner(document.text))
+    assert_predict_cli_writes_what_the_pipeline_returns(type_run / "model", tmp_path / "preds")

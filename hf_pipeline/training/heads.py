@@ -70,6 +70,10 @@ class SpanScorer(nn.Module):
     def weights(self) -> dict[str, torch.Tensor]:
         return {name: getattr(self, name) for name in spans.WEIGHT_NAMES}
 
+    def trained_weights(self) -> dict[str, torch.Tensor]:
+        """The weights as decoding reads them: detached, float32, on the CPU."""
+        return {name: tensor.detach().float().cpu() for name, tensor in self.weights().items()}
+
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """``logits`` ``[batch, token, 2D]``; ``labels`` ``[batch, token, width]``: on each word's first subword,
         per width, the bit mask of the gold types of that span (-100 elsewhere)."""
@@ -78,11 +82,7 @@ class SpanScorer(nn.Module):
         types = scores.shape[-1]
         bits = torch.arange(types, device=labels.device)
         targets = ((labels.clamp(min=0)[..., None] >> bits) & 1).to(scores.dtype)
-        words = mask.sum(1)
-        ends = torch.arange(mask.shape[1], device=mask.device)[:, None] + torch.arange(
-            labels.shape[-1], device=mask.device
-        )
-        valid = ends[None] < words[:, None, None]
+        valid = spans.valid_spans(mask.sum(1), labels.shape[-1], length=mask.shape[1])
         losses = F.binary_cross_entropy_with_logits(scores, targets, reduction="none").sum(-1)
         return losses[valid].sum() / valid.sum().clamp(min=1)
 
@@ -104,19 +104,17 @@ def _attach_span(model: PreTrainedModel, labels: Sequence[Sequence[str]]) -> Los
 
 
 def _span_parameters(model: PreTrainedModel, sequences: int) -> spans.SpanParameters:
-    weights = {name: tensor.detach().float().cpu() for name, tensor in model.span_head.weights().items()}
     overlaps = bool(getattr(model.config, spans.OVERLAPS_KEY))
-    return spans.SpanParameters(weights, min(SPAN_THRESHOLDS), overlaps)
+    return spans.SpanParameters(model.span_head.trained_weights(), min(SPAN_THRESHOLDS), overlaps)
 
 
 def _finish_span(model: PreTrainedModel, evaluate: Callable[[], dict[str, float]]) -> None:
     """The threshold of the model now (the best checkpoint) into the config; the weights out of the module tree."""
-    threshold = evaluate().get("eval_span_threshold", 0.5) if getattr(model, "span_head", None) is not None else None
-    if threshold is not None:
-        setattr(model.config, spans.THRESHOLD_KEY, float(threshold))
-        weights = {name: tensor.detach().float().cpu() for name, tensor in model.span_head.weights().items()}
-        setattr(model, spans.WEIGHTS_ATTRIBUTE, weights)
-        del model.span_head
+    if getattr(model, "span_head", None) is None:
+        return
+    setattr(model.config, spans.THRESHOLD_KEY, float(evaluate().get("eval_span_threshold", 0.5)))
+    setattr(model, spans.WEIGHTS_ATTRIBUTE, model.span_head.trained_weights())
+    del model.span_head
 
 
 TRAINING_HEADS: dict[str, TrainingHead] = {

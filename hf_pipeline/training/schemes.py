@@ -18,7 +18,6 @@ Each encoding also turns a token-classification config into its bundle's (``conf
 
 from __future__ import annotations
 
-import bisect
 import logging
 import math
 from collections import Counter
@@ -28,8 +27,9 @@ from typing import Any
 import datasets
 
 from hf_dataset.entities import Entity
-from hf_dataset.layers import Discontinuous, encode
+from hf_dataset.layers import Discontinuous, WordIndex, encode, label_names, word_ranges
 from hf_pipeline.bundle import make_shared_config, make_span_config
+from hf_pipeline.model_card import entity_types
 from hf_pipeline.schemes import tags_to_entities, type_labels
 from hf_pipeline.spans import without_same_type_overlaps
 
@@ -47,6 +47,11 @@ class Encoding:
     sequence_labels: list[list[str]]
     layers: list[int]  # the nesting layers the bundle shows (depth: also the sequences)
     sequences: list[tuple[str, int]] | None = None  # type scheme: (type, sub-layer) of each sequence
+
+    @property
+    def title(self) -> str:
+        """What a shared model of this encoding learns, for the log."""
+        return f"{self.name} scheme, {len(self.sequence_labels)} tag sequences"
 
     def word_labels(self, row: dict[str, Any]) -> list[list[int]]:
         raise NotImplementedError
@@ -101,8 +106,7 @@ class TypeEncoding(Encoding):
         discontinuous: Discontinuous = "hull",
         **_: Any,
     ) -> None:
-        names = dataset["train"].features["ner_tags_1"].feature.names
-        self.types = list(dict.fromkeys(label[2:] for label in names if label[:2] in ("B-", "I-")))
+        self.types = entity_types(dataset["train"].features["ner_tags_1"].feature.names)
         self.layers = list(layers)
         self.max_sublayers = max_sublayers
         self.discontinuous = discontinuous
@@ -171,6 +175,7 @@ class SpanEncoding(Encoding):
     ``i..i+k``."""
 
     name = "span"
+    title = "span head"
 
     def __init__(
         self,
@@ -181,8 +186,7 @@ class SpanEncoding(Encoding):
         span_dims: int = SPAN_DIMS,
         **_: Any,
     ) -> None:
-        names = dataset["train"].features["ner_tags_1"].feature.names
-        self.types = list(dict.fromkeys(label[2:] for label in names if label[:2] in ("B-", "I-")))
+        self.types = entity_types(dataset["train"].features["ner_tags_1"].feature.names)
         if len(self.types) > MAX_SPAN_TYPES:
             raise ValueError(
                 f"The span head scores at most {MAX_SPAN_TYPES} types; this dataset has {len(self.types)}."
@@ -190,7 +194,7 @@ class SpanEncoding(Encoding):
         self.layers = list(layers)
         self.discontinuous = discontinuous
         self.dims = span_dims
-        self.sequence_labels = [["O", *(label for kind in self.types for label in type_labels(kind)[1:])]]
+        self.sequence_labels = [label_names(self.types)]
         lengths: Counter = Counter()
         overlapping = total = 0
         for row in dataset["train"]:
@@ -203,18 +207,13 @@ class SpanEncoding(Encoding):
 
     def word_spans(self, row: dict[str, Any]) -> list[tuple[int, int, int]]:
         """``(type index, first word, last word)`` of the report's entities of a known type that cover a word (a
-        discontinuous entity: its hull, or each fragment with ``--discontinuous split``), each once."""
-        starts = [start for start, _ in row["token_offsets"]]
-        ends = [end for _, end in row["token_offsets"]]
+        discontinuous entity: as the dataset encodes it, its hull or each fragment with ``--discontinuous split``),
+        each once."""
+        words = WordIndex.of([tuple(span) for span in row["token_offsets"]])
         found = {}
         for entity in row["entities"]:
-            if entity["type"] not in self.types:
-                continue
-            fragments = [tuple(f) for f in entity["fragments"]]
-            pieces = fragments if self.discontinuous == "split" else [(fragments[0][0], fragments[-1][1])]
-            for start, end in pieces:
-                first, last = bisect.bisect_right(ends, start), bisect.bisect_left(starts, end) - 1
-                if first <= last:
+            if entity["type"] in self.types:
+                for first, last in word_ranges(gold_entity(entity), words, self.discontinuous):
                     found[(self.types.index(entity["type"]), first, last)] = None
         return list(found)
 

@@ -92,9 +92,7 @@ def train_model(
     shared = model_args.architecture == "shared"
     layers = encoding.layers
     name = "shared" if shared else f"layer_{layers[0]}"
-    title = f"{encoding.name} scheme, {len(encoding.sequence_labels)} tag sequences (shared encoder)"
-    title = "span head (shared encoder)" if encoding.name == "span" else title
-    title = title if shared else f"layer {layers[0]}"
+    title = f"{encoding.title} (shared encoder)" if shared else f"layer {layers[0]}"
     out = Path(training_args.output_dir)
     final = out / "checkpoints" / name / "final"
     if model_args.resume and (final / "config.json").is_file():
