@@ -283,6 +283,17 @@ def fill_hub_cache(repos: Repos, cache: Path, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
+def assert_pipeline_returns_merged_and_nested(
+    ner, text: str, found: list[tuple[str, int, int, float]], types: list[str]
+) -> None:
+    """The pipeline returns exactly the entities `merged_and_nested` derives from `found`; scores agree to 1e-4
+    (the pipeline computes in float32, the references in float64, so a rounded digit may differ)."""
+    got = [(e["entity_group"], e["start"], e["end"], e["layer"], e["score"]) for e in ner(text)]
+    expected = merged_and_nested(text, found, types)
+    assert [row[:4] for row in got] == [row[:4] for row in expected] and got
+    assert [row[4] for row in got] == pytest.approx([row[4] for row in expected], abs=1e-4)
+
+
 def merged_and_nested(text: str, found: list[tuple[str, int, int, float]], types: list[str]) -> list[tuple]:
     """What the pipeline returns for entities its sequences found (type, start, end, score): each (type, span)
     once with its best score, with the layer the dataset's own layering policy gives it, in output order."""
@@ -294,5 +305,5 @@ def merged_and_nested(text: str, found: list[tuple[str, int, int, float]], types
         best[(kind, start, end)] = max(best.get((kind, start, end), float("-inf")), score)
     entities = [Entity(kind, ((start, end),)) for kind, start, end in best]
     layers = encode(text, entities, types, max_layers=len(entities) + 1).layer_of
-    rows = [(*key, layer, round(score, 5)) for (key, score), layer in zip(best.items(), layers)]
+    rows = [(*key, layer, score) for (key, score), layer in zip(best.items(), layers)]
     return sorted(rows, key=lambda row: (row[1], -row[2], row[3]))

@@ -23,10 +23,10 @@ from hf_pipeline.words import decode_bio, word_spans
 
 from .helpers import (
     REPORT,
+    assert_pipeline_returns_merged_and_nested,
     assert_same_entities,
     assert_stock_tokens,
     make_bundle,
-    merged_and_nested,
     predict_in_fresh_process,
     sample_texts,
 )
@@ -162,8 +162,7 @@ def test_crf_bundle_decodes_each_layer_by_viterbi_over_its_transitions(tmp_path)
             for span in decode_bio([labels[i] for i in path]):
                 score = float(np.mean(probabilities[span.first : span.last + 1]))
                 expected.append((span.type, spans[span.first][0], spans[span.last][1], score))
-    got = [(e["entity_group"], e["start"], e["end"], e["layer"], round(e["score"], 5)) for e in ner(text)]
-    assert got == merged_and_nested(text, expected, SPRADIE_TYPES) and got
+    assert_pipeline_returns_merged_and_nested(ner, text, expected, SPRADIE_TYPES)
     argmax = hf_pipeline.load_pipeline(make_bundle(tmp_path / "plain"))
     assert argmax.decoder == "softmax" and argmax.head_parameters == [None, None, None]
 

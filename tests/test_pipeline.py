@@ -31,10 +31,10 @@ from hf_pipeline.words import decode_bio, window_starts, word_spans
 
 from .helpers import (
     REPORT,
+    assert_pipeline_returns_merged_and_nested,
     assert_same_entities,
     assert_stock_tokens,
     make_bundle,
-    merged_and_nested,
     predict_in_fresh_process,
     run_fresh,
     sample_texts,
@@ -212,8 +212,7 @@ def test_output_equals_decoding_each_layers_argmax_by_hand_then_merging_and_nest
                 score = sum(float(probs[first[w], ids[w]]) for w in range(span.first, span.last + 1))
                 score /= span.last - span.first + 1
                 expected.append((span.type, spans[span.first][0], spans[span.last][1], score))
-    got = [(e["entity_group"], e["start"], e["end"], e["layer"], round(e["score"], 5)) for e in ner(text)]
-    assert got == merged_and_nested(text, expected, SPRADIE_TYPES) and got
+    assert_pipeline_returns_merged_and_nested(ner, text, expected, SPRADIE_TYPES)
 
 
 def test_batch_list_generator_and_single_calls_agree(tiny_bundle):
