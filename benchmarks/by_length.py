@@ -50,8 +50,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     corpus = read_corpus(args.gold)
     words = {doc.id: WordIndex.of(word_spans(doc.text)) for doc in corpus.documents}
-    gold = {doc.id: {key(e) for e in doc.entities} for doc in corpus.documents}
-    gold_count = Counter(bucket(k, words[d]) for d, keys in gold.items() for k in keys)
+    gold = {doc.id: {key(e): bucket(key(e), words[doc.id]) for e in doc.entities} for doc in corpus.documents}
+    gold_count = Counter(name for buckets in gold.values() for name in buckets.values())
     order = [bucket_name(low, high) for low, high in BUCKETS]
     header = ["words", "gold"] + [f"{p.parent.parent.name}: recall / predicted / precision" for p in args.pred]
     rows = {name: [name, str(gold_count[name])] for name in order}
@@ -60,11 +60,12 @@ def main(argv: list[str] | None = None) -> None:
         found, made, right = Counter(), Counter(), Counter()
         for doc_id, keys in gold.items():
             mine = predicted.get(doc_id, set())
-            for k in keys:
-                found[bucket(k, words[doc_id])] += k in mine
+            for k, name in keys.items():
+                found[name] += k in mine
             for k in mine:
-                made[bucket(k, words[doc_id])] += 1
-                right[bucket(k, words[doc_id])] += k in keys
+                name = bucket(k, words[doc_id])
+                made[name] += 1
+                right[name] += k in keys
         for name in order:
             recall = found[name] / gold_count[name] if gold_count[name] else 0.0
             precision = right[name] / made[name] if made[name] else 0.0
