@@ -1,12 +1,12 @@
 """int8 inference on CPU with ONNX Runtime: a token classifier exported to ONNX, its MatMuls quantized to 8 bits.
 
 It travels with every model bundle. ``pipeline("radiology-ner", ..., quantize="int8")`` runs each layer model (or the
-shared model) as an int8 ONNX graph: weights int8, activations quantized on the fly (per block of each row where one
-scale per window loses too much, per window elsewhere), the VNNI / AVX-512 kernels of ONNX Runtime
-(:func:`quantize_weights`). A bundle may carry the graphs (``onnx/model.int8.onnx`` for the root model,
-``onnx/layer_<k>.int8.onnx`` for the others: :func:`graph_files`, :func:`export_int8`), so a user needs no export
-step; without them the pipeline exports once into a temporary folder, removed once loaded. Running needs
-``onnxruntime``; exporting also needs ``onnx`` and ``onnxscript`` (``pip install "radiology-ner[int8]"``).
+shared model) as an int8 ONNX graph: weights int8 with a scale per output column, activations quantized on the fly
+with a scale per row (per token), ONNX Runtime's integer kernels (:func:`quantize_weights`). A bundle may carry the
+graphs (``onnx/model.int8.onnx`` for the root model, ``onnx/layer_<k>.int8.onnx`` for the others: :func:`graph_files`,
+:func:`export_int8`), so a user needs no export step; without them the pipeline exports once into a temporary folder,
+removed once loaded. Running needs ``onnxruntime``; exporting also needs ``onnx`` and ``onnxscript``
+(``pip install "radiology-ner[int8]"``).
 Imported only when int8 is asked for.
 """
 
@@ -17,7 +17,6 @@ import hashlib
 import importlib
 import logging
 import os
-import re
 import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
@@ -31,8 +30,17 @@ from transformers.utils import cached_file
 logger = logging.getLogger(__name__)
 INT8_FOLDER = "onnx"
 INPUTS = ("input_ids", "attention_mask")  # what the pipeline feeds every model (no token types)
-PER_BLOCK_LAYERS = 2  # the first encoder layers, every MatMul quantized per block (split_matmuls)
+OPSET = 21  # QuantizeLinear by blocks (quantize_weights)
+ROW_ZERO_POINT = 128  # each row's int8 values shifted into uint8, for ONNX Runtime's u8 x s8 kernels
+WEIGHT_LEVELS = 63  # weights in [-63, 63]: AVX2 kernels add pairs of u8 x s8 products in int16, which must not saturate
 SOURCE_KEY = "radiology_ner.source"  # graph metadata: model_digest of the fp32 model it was exported from
+ROW_CONSTANTS = {
+    "int8_one": np.array(1.0, np.float32),  # MatMulIntegerToFloat's input scale: the rows' own come after it
+    "int8_zero_point": np.array(ROW_ZERO_POINT, np.uint8),
+    "int8_last_axis": np.array([-1], np.int64),
+    "int8_smallest": np.array(1e-12, np.float32),  # a row of zeros keeps a scale that divides
+    "int8_step": np.array(1 / 127, np.float32),
+}
 
 
 def graph_files(architecture: str, layer_numbers: Sequence[int]) -> list[str]:
@@ -64,11 +72,9 @@ def export_int8(model: torch.nn.Module, path: str | Path, max_length: int) -> Pa
     with tempfile.TemporaryDirectory() as folder, _quiet():
         fp32 = export_fp32(model, Path(folder) / "model.onnx", max_length)
         partial = Path(folder) / path.name
-        quantize_weights(fp32, partial)
-        onnx = importlib.import_module("onnx")
-        graph = onnx.load(str(partial))
-        onnx.helper.set_model_props(graph, {SOURCE_KEY: model_digest(model)})
-        onnx.save(graph, str(partial))
+        graph = quantize_weights(fp32)
+        importlib.import_module("onnx").helper.set_model_props(graph, {SOURCE_KEY: model_digest(model)})
+        importlib.import_module("onnx").save(graph, str(partial))
         os.replace(partial, path)  # complete or absent
     return path
 
@@ -100,6 +106,7 @@ def export_fp32(model: torch.nn.Module, path: Path, max_length: int) -> Path:
             str(path),
             kwargs=example,
             dynamo=True,
+            opset_version=OPSET,
             external_data=False,
             input_names=list(INPUTS),
             output_names=["logits"],
@@ -123,76 +130,86 @@ def _eager_attention(model: torch.nn.Module) -> Iterator[None]:
         model.set_attn_implementation(before)
 
 
-def quantize_weights(fp32: Path, int8: Path) -> None:
-    """Quantize the weighted MatMuls of an fp32 graph to int8, in two ONNX Runtime ways.
+def quantize_weights(fp32: Path) -> Any:
+    """The fp32 graph at ``fp32`` with every weighted MatMul rewritten as int8 by int8, one activation scale per row.
 
-    Most go through ``quantize_dynamic`` (weights per output channel, the activations of a whole call with one
-    scale: :class:`Int8Model` calls the graph one window at a time; fast kernels). Those where one scale loses too
-    much (:func:`split_matmuls`) become ``MatMulNBits`` with 8 bits: weights in blocks of 128 input rows with a
-    scale each, and ``accuracy_level=4``, which quantizes the activations per block of each row on the fly (slower
-    kernels, but an outlier no longer flattens a whole window).
-    On the quality benchmark's trained bundles this keeps 96.8% (softmax) and 98.0% (CRF) of the entities identical
-    to fp32, F1 within 0.3 point (README, Speed on CPU).
+    Each row of a MatMul's input (one token) is quantized on its own, symmetrically: its scale is its largest
+    absolute value over 127, its values shifted by 128 into ``uint8`` (``QuantizeLinear`` with one block per row).
+    The weights are ``int8`` in [-63, 63] with a scale per output column (:data:`WEIGHT_LEVELS`). ONNX Runtime's
+    ``MatMulIntegerToFloat`` multiplies the two and applies the weights' scales; a ``Mul`` applies the rows'. A
+    token's outputs then depend on that token's values alone, never on the other tokens or texts of a call: a
+    report's entities are the same alone and in any batch. One quantized input serves every MatMul that reads it
+    (query, key and value).
     """
     onnx = importlib.import_module("onnx")
-    quantization = importlib.import_module("onnxruntime.quantization")
-    nbits = importlib.import_module("onnxruntime.quantization.matmul_nbits_quantizer")
     model = onnx.load(str(fp32))
-    _, per_batch = split_matmuls(model.graph)
-    options = {"bits": 8, "block_size": 128, "is_symmetric": True, "accuracy_level": 4}
-    quantizer = nbits.MatMulNBitsQuantizer(
-        model, **options, nodes_to_exclude=per_batch, algo_config=nbits.DefaultWeightOnlyQuantConfig(**options)
-    )
-    quantizer.process()
-    quantization.quantize_dynamic(
-        quantizer.model.model,
-        str(int8),
-        weight_type=quantization.QuantType.QInt8,
-        per_channel=True,
-        op_types_to_quantize=["MatMul"],  # MatMulNBits is another op type: left as it is
-    )
+    graph = model.graph
+    weights = {tensor.name: tensor for tensor in graph.initializer if len(tensor.dims) == 2}
+    rows: dict[str, tuple[str, str]] = {}  # an input's name: its quantized rows and their scales
+    nodes, added = [], [_constant(onnx, name, value) for name, value in ROW_CONSTANTS.items()]
+    for node in graph.node:
+        weight = weights.get(node.input[1]) if node.op_type == "MatMul" else None
+        if weight is None:
+            nodes.append(node)
+            continue
+        if node.input[0] not in rows:
+            rows[node.input[0]] = _quantize_rows(onnx, node.input[0], f"int8_rows_{len(rows)}", weight.dims[0], nodes)
+        quantized, scales = rows[node.input[0]]
+        values, column_scales = _quantize_columns(onnx.numpy_helper.to_array(weight))
+        name = f"int8_{len(added)}"
+        added += [_constant(onnx, f"{name}_weight", values), _constant(onnx, f"{name}_scale", column_scales)]
+        inputs = [quantized, f"{name}_weight", "int8_one", f"{name}_scale", "int8_zero_point"]
+        nodes += [
+            onnx.helper.make_node("MatMulIntegerToFloat", inputs, [f"{name}_out"], domain="com.microsoft"),
+            onnx.helper.make_node("Mul", [f"{name}_out", scales], list(node.output)),
+        ]
+    used = {name for node in nodes for name in node.input}
+    kept = [tensor for tensor in graph.initializer if tensor.name in used]
+    del graph.node[:], graph.initializer[:]
+    graph.node.extend(nodes)
+    graph.initializer.extend(kept + added)
+    _add_runtime_domain(onnx, model)
+    return model
 
 
-def split_matmuls(graph: Any) -> tuple[list[str], list[str]]:
-    """The names of the weighted MatMuls that get one activation scale per block of a row, and of the others (one
-    scale per window). Per block: every one that narrows its input (each layer's feed-forward output, whose input
-    comes out of GELU with outliers, and the classifier) and every one of the first :data:`PER_BLOCK_LAYERS` encoder
-    layers, whose errors all later layers carry. The layer of a node is read from the module path the exporter
-    records (``...encoder.layer.<n>...``); a graph without it gets per-block scales everywhere.
-
-    Entities identical to fp32 on the quality benchmark's trained MiniLM bundles (softmax / CRF; README, Speed on
-    CPU): every MatMul with one scale per batch, 90.2% / 94.7%; this split, 96.8% / 98.0%; every MatMul per block,
-    98.3% / 98.5%, but slower on mBERT-base-shaped bundles.
-    """
-    shapes = {tensor.name: tuple(tensor.dims) for tensor in graph.initializer}
-    weighted = [(node, shapes.get(node.input[1], ())) for node in graph.node if node.op_type == "MatMul"]
-    weighted = [(node, shape) for node, shape in weighted if len(shape) == 2]
-    layers = {node.name: _encoder_layer(node) for node, _ in weighted}
-    known = any(layer is not None for layer in layers.values())
-    per_block, per_batch = [], []
-    for node, (rows, columns) in weighted:
-        layer = layers[node.name]
-        first = layer is not None and layer < PER_BLOCK_LAYERS
-        (per_block if not known or rows > columns or first else per_batch).append(node.name)
-    return per_block, per_batch
+def _quantize_rows(onnx: Any, source: str, name: str, width: int, nodes: list[Any]) -> tuple[str, str]:
+    """Append the nodes that quantize each row of ``source`` (``width`` values) to ``nodes``; their outputs."""
+    make = onnx.helper.make_node
+    zero_point = onnx.numpy_helper.from_array(np.array([ROW_ZERO_POINT], np.uint8))
+    nodes += [
+        make("Abs", [source], [f"{name}_abs"]),
+        make("ReduceMax", [f"{name}_abs", "int8_last_axis"], [f"{name}_max"], keepdims=1),
+        make("Max", [f"{name}_max", "int8_smallest"], [f"{name}_kept"]),
+        make("Mul", [f"{name}_kept", "int8_step"], [f"{name}_scale"]),
+        make("Shape", [f"{name}_scale"], [f"{name}_shape"]),
+        make("ConstantOfShape", [f"{name}_shape"], [f"{name}_zero_point"], value=zero_point),
+        make("QuantizeLinear", [source, f"{name}_scale", f"{name}_zero_point"], [name], axis=-1, block_size=width),
+    ]
+    return name, f"{name}_scale"
 
 
-def _encoder_layer(node: Any) -> int | None:
-    """The encoder layer a node belongs to, from the exporter's name scopes (``bert.encoder.layer.3``...)."""
-    for prop in node.metadata_props:
-        if prop.key == "pkg.torch.onnx.name_scopes":
-            found = re.search(r"\.layer\.(\d+)'", prop.value)
-            return int(found.group(1)) if found else None
-    return None
+def _quantize_columns(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``int8`` weights ``[in, out]`` with a symmetric scale per output column, and those scales."""
+    scales = np.maximum(np.abs(weight).max(axis=0), 1e-12) / WEIGHT_LEVELS
+    return np.round(weight / scales).astype(np.int8), scales.astype(np.float32)
+
+
+def _constant(onnx: Any, name: str, value: np.ndarray) -> Any:
+    return onnx.numpy_helper.from_array(np.asarray(value), name)
+
+
+def _add_runtime_domain(onnx: Any, model: Any) -> None:
+    """ONNX Runtime's operator domain, for ``MatMulIntegerToFloat``."""
+    if all(entry.domain != "com.microsoft" for entry in model.opset_import):
+        model.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
 
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """The exporter's and the quantizer's progress lines and advice (warnings, root logger) are not for the user.
+    """The exporter's progress lines and advice (warnings, log records) are not for the user.
 
-    ONNX Runtime's quantizers call ``logging.basicConfig(level=INFO)`` when imported and ``logging.warning`` when
-    run, which give a root logger without handlers one that prints: a placeholder handler makes both do nothing,
-    so the user's logging is left as it was.
+    A placeholder handler on the root logger keeps a record sent while it has no handler from reaching Python's
+    last-resort printer, and keeps ``logging.basicConfig`` from giving it one: the user's logging is left as it was.
     """
     root, placeholder = logging.getLogger(), logging.NullHandler()
     loggers = [root, logging.getLogger("torch.onnx")]
@@ -233,8 +250,8 @@ def _session(path: str | Path, options: Any, expected: str) -> Any:
 class Int8Model:
     """One int8 ONNX graph, called like the torch model it replaces: ``logits`` for ``input_ids`` and a mask.
 
-    Each window runs alone, without its padding: the MatMuls quantized with one activation scale per call then take
-    that scale from the window itself, so a report's entities do not depend on the other texts of its batch.
+    A report's entities do not depend on the other texts of its batch, twice over: every MatMul quantizes each
+    token's row with a scale of its own (:func:`quantize_weights`), and each window runs alone, without padding.
     """
 
     def __init__(self, path: str | Path, threads: int, source: str) -> None:

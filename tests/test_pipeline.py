@@ -9,14 +9,13 @@ import shutil
 from pathlib import Path
 
 import datasets
+import numpy as np
 import onnx
 import pytest
 import torch
 from transformers import (
     AutoModelForTokenClassification,
     AutoTokenizer,
-    BertConfig,
-    BertForTokenClassification,
     pipeline,
 )
 from transformers.pipelines.pt_utils import KeyDataset
@@ -340,7 +339,7 @@ def test_int8_runs_onnx_runtime_graphs_close_to_full_precision(tiny_bundle, tmp_
     assert [g.relative_to(carrying).as_posix() for g in graphs] == [
         "onnx/model.int8.onnx", "onnx/layer_2.int8.onnx", "onnx/layer_3.int8.onnx"]  # fmt: skip
     weighted = {node.op_type for node in onnx.load(str(graphs[0])).graph.node if "MatMul" in node.op_type}
-    assert "MatMulNBits" in weighted  # 8-bit weights in blocks, int8 activations per block (quantize_weights)
+    assert weighted == {"MatMulIntegerToFloat", "MatMul"}  # int8 by int8, and the attention's fp32 products
     caplog.clear()
     with caplog.at_level("WARNING"):
         carried = hf_pipeline.load_pipeline(carrying, quantize="int8")
@@ -360,36 +359,56 @@ def test_int8_runs_onnx_runtime_graphs_close_to_full_precision(tiny_bundle, tmp_
 FOUR_LAYERS = dict(vocab_size=100, hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64)
 
 
-def test_int8_quantizes_the_sensitive_matmuls_per_block_and_the_rest_per_batch(tmp_path):
-    """Four encoder layers: the first two, every feed-forward output and the classifier get per-block activation
-    scales (MatMulNBits), the other MatMuls of layers 3-4 one scale per batch; a graph whose nodes carry no module
-    path is quantized per block everywhere. Exporting leaves the user's logging as it was (ONNX Runtime's quantizer
-    calls logging.basicConfig when imported)."""
+def test_int8_quantizes_every_weighted_matmul_per_row_and_rows_never_meet(tmp_path):
+    """Four encoder layers: every weighted MatMul is int8 by int8, each input quantized once per row (query, key and
+    value share theirs); a window's logits are the same, to the bit, alone and beside a longer window that pads it.
+    Exporting leaves the user's logging as it was."""
     code = (
-        "import collections, logging, json, onnx, torch\n"
+        "import collections, logging, json, numpy as np, onnx, onnxruntime, torch\n"
         "from transformers import BertConfig, BertForTokenClassification\n"
         "from hf_pipeline.int8 import export_int8\n"
         f"config = BertConfig(**{FOUR_LAYERS!r}, num_labels=5)\n"
         "torch.manual_seed(0)\n"
         f"path = export_int8(BertForTokenClassification(config).eval(), {str(tmp_path / 'm.onnx')!r}, 64)\n"
         "ops = collections.Counter(n.op_type for n in onnx.load(str(path)).graph.node)\n"
+        "session = onnxruntime.InferenceSession(str(path), providers=['CPUExecutionProvider'])\n"
+        "ids = np.random.default_rng(0).integers(5, 100, (2, 12)); mask = np.ones_like(ids); mask[0, 7:] = 0\n"
+        "alone = session.run(None, {'input_ids': ids[:1, :7], 'attention_mask': mask[:1, :7]})[0][0]\n"
+        "padded = session.run(None, {'input_ids': ids, 'attention_mask': mask})[0][0, :7]\n"
         "print(json.dumps({'ops': ops, 'handlers': len(logging.getLogger().handlers), "
-        "'level': logging.getLogger().level}))"
+        "'level': logging.getLogger().level, 'same': bool((alone == padded).all()), 'rows': len(alone)}))"
     )
     result = json.loads(run_fresh(code, Path.cwd(), project=True).strip().splitlines()[-1])
-    assert result["ops"]["MatMulNBits"] == 2 * 6 + 2 + 1  # layers 1-2, two feed-forward outputs, the classifier
-    assert result["ops"]["MatMulInteger"] == 2 * 5  # query, key, value, attention output, feed-forward input
+    assert result["ops"]["MatMulIntegerToFloat"] == 4 * 6 + 1  # every weighted MatMul of 4 layers, the classifier
+    assert result["ops"]["QuantizeLinear"] == 4 * 4 + 1  # one input for query, key and value, 3 more, the classifier's
     assert result["ops"].get("MatMul", 0) == 4 * 2  # the attention products, activations by activations
     assert result["handlers"] == 0 and result["level"] == logging.WARNING
+    assert result["same"] and result["rows"] == 7
 
-    model = BertForTokenClassification(BertConfig(**FOUR_LAYERS))
-    graph = onnx.load(str(int8.export_fp32(model, tmp_path / "fp32.onnx", 64))).graph
-    per_block, per_batch = int8.split_matmuls(graph)
-    assert (len(per_block), len(per_batch)) == (15, 10)
-    for node in graph.node:
-        del node.metadata_props[:]
-    everywhere, none = int8.split_matmuls(graph)
-    assert sorted(everywhere) == sorted(per_block + per_batch) and none == []
+
+def test_int8_matmul_is_exact_integer_arithmetic_even_where_int16_pairs_would_saturate(tmp_path):
+    """The rewritten MatMul computes exactly round(x / row scale) @ round(w / column scale), rescaled: no saturation
+    of the AVX2 kernels' int16 pair sums, which 8-bit weights reach when a row's largest values meet a column's
+    (here rows of equal values and a column of equal weights: 255 x 127 x 2 > 32,767)."""
+    rng = np.random.default_rng(0)
+    weight = rng.normal(size=(64, 16)).astype(np.float32)
+    weight[:, 0] = 1.0
+    rows = np.concatenate([np.ones((1, 64)), rng.normal(size=(5, 64)) * 10]).astype(np.float32)[None]
+    inputs = [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, "rows", 64])]
+    outputs = [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)]
+    node = onnx.helper.make_node("MatMul", ["x", "w"], ["y"])
+    graph = onnx.helper.make_graph([node], "one", inputs, outputs, [onnx.numpy_helper.from_array(weight, "w")])
+    onnx.save(
+        onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", int8.OPSET)]), tmp_path / "f.onnx"
+    )
+    quantized = int8.quantize_weights(tmp_path / "f.onnx")
+    session = int8._onnxruntime().InferenceSession(quantized.SerializeToString(), providers=["CPUExecutionProvider"])
+    found = session.run(None, {"x": rows})[0]
+    row_scales = np.abs(rows).max(-1, keepdims=True) / 127
+    column_scales = np.abs(weight).max(0) / int8.WEIGHT_LEVELS
+    integers = np.round(rows / row_scales) @ np.round(weight / column_scales)
+    np.testing.assert_allclose(found, integers * row_scales * column_scales, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(found, rows @ weight, atol=0.03 * np.abs(rows @ weight).max())
 
 
 def test_shared_bundle_loads_in_a_fresh_process_and_predicts(shared_bundle, tmp_path, capsys):
