@@ -187,6 +187,7 @@ def training_summary(
         "window (max_seq_length, tokens)": data_args.max_seq_length,
         "window overlap (doc_stride, tokens)": data_args.doc_stride,
         "learning_rate": args.learning_rate,
+        "head_learning_rate": model_args.head_learning_rate or args.learning_rate,
         "lr_scheduler_type": str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)),
         "per_device_train_batch_size": args.per_device_train_batch_size,
         "weight_decay": args.weight_decay,

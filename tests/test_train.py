@@ -353,3 +353,31 @@ def test_shared_architecture_trains_resumes_and_loads_in_a_fresh_process(tmp_pat
     resumed = subprocess.run(command + ["--resume"], capture_output=True, text=True, cwd=REPO, timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "depth scheme, 3 tag sequences (shared encoder): already trained" in resumed.stderr
+
+
+def test_head_learning_rate_applies_to_every_new_weight_and_only_to_them(tmp_path):
+    """--head_learning_rate: the classifier and a head attached beside the encoder (here the span scorer) learn at
+    it, the pretrained encoder at --learning_rate; Trainer's weight decay split is kept in both."""
+    from transformers import BertConfig, BertForTokenClassification
+
+    from hf_pipeline.training.heads import SpanScorer
+    from hf_pipeline.training.trainer import NerTrainer
+
+    model = BertForTokenClassification(
+        BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16)
+    )
+    model.span_head = SpanScorer(types=3, dims=1, max_words=2)
+    args = TrainingArguments(output_dir=str(tmp_path), learning_rate=1e-4, weight_decay=0.1, report_to=[])
+    rates = {}
+    for head_rate in (None, 5e-3):
+        optimizer = NerTrainer(model=model, args=args, head_learning_rate=head_rate).create_optimizer()
+        rates[head_rate] = {id(p): (g["lr"], g["weight_decay"]) for g in optimizer.param_groups for p in g["params"]}
+    assert len(rates[5e-3]) == len(list(model.parameters())) == len(rates[None])
+    for name, parameter in model.named_parameters():
+        encoder = name.startswith("bert.")
+        assert rates[5e-3][id(parameter)][0] == (1e-4 if encoder else 5e-3), name
+        assert rates[5e-3][id(parameter)][1] == rates[None][id(parameter)][1], name  # the same decay as Trainer's
+        assert rates[None][id(parameter)][0] == 1e-4
+    assert {decay for _, decay in rates[5e-3].values()} == {0.0, 0.1}
+    with pytest.raises(ValueError, match="head_learning_rate"):
+        parse_arguments(["--head_learning_rate", "0"])

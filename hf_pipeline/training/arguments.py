@@ -95,7 +95,7 @@ class ModelArguments:
     )
     decoder: str = field(
         default="softmax",
-        metadata={"help": "The head: 'softmax', 'crf' or 'span' (needs shared)."},
+        metadata={"help": "Head: 'softmax', 'crf' or 'span' (needs shared)."},
     )
     scheme: str | None = field(
         default=None,
@@ -112,6 +112,10 @@ class ModelArguments:
     span_dims: int = field(
         default=128,
         metadata={"help": "--decoder span: start and end vector size."},
+    )
+    head_learning_rate: float | None = field(
+        default=None,
+        metadata={"help": "Learning rate of the classifier and head (default: --learning_rate)."},
     )
     layers: list[int] = field(default_factory=lambda: [1, 2, 3], metadata={"help": "Layers to train; 1 is required."})
     preset: str | None = field(
@@ -144,6 +148,8 @@ class ModelArguments:
                 f"--scheme {self.scheme} with --decoder {self.decoder}: the span head scores spans, not tag sequences; "
                 "it is the span scheme's only head. Use --decoder span alone, or a tag scheme with softmax or crf."
             )
+        if self.head_learning_rate is not None and not self.head_learning_rate > 0:
+            raise ValueError(f"--head_learning_rate must be above 0, got {self.head_learning_rate}.")
         if (self.max_span_words is not None and self.max_span_words < 1) or self.span_dims < 1:
             raise ValueError("--max_span_words and --span_dims must be at least 1.")
         if self.scheme != "depth" and self.architecture != "shared":

@@ -66,6 +66,30 @@ class LayerProgress(ProgressCallback):
             self.training_bar.set_postfix(val_exact_f1=f"{logs['eval_exact_f1']:.3f}")
 
 
+class NerTrainer(Trainer):
+    """The Trainer, with one more option: what starts from scratch (every parameter outside the pretrained encoder,
+    ``model.base_model``: the classifier, the CRF transitions, the span head) may learn at its own rate."""
+
+    def __init__(self, *args: Any, head_learning_rate: float | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.head_learning_rate = head_learning_rate
+
+    def create_optimizer(self, model: Any = None) -> Any:
+        made = self.optimizer is not None
+        optimizer = super().create_optimizer(model)
+        if made or self.head_learning_rate is None:
+            return optimizer
+        encoder = {id(parameter) for parameter in self.model.base_model.parameters()}
+        groups = []
+        for group in optimizer.param_groups:  # Trainer's groups (with and without weight decay), each split in two
+            for new in (False, True):
+                parameters = [p for p in group["params"] if (id(p) not in encoder) == new]
+                if parameters:
+                    groups.append({**group, "params": parameters, **({"lr": self.head_learning_rate} if new else {})})
+        optimizer.param_groups = groups
+        return optimizer
+
+
 @dataclass
 class TrainedModel:
     """A fine-tuned model and what its run really did (for the model card)."""
@@ -117,8 +141,9 @@ def train_model(
     model = base_model(model_args, tokenizer, encoding, window, shared)
     head = TRAINING_HEADS[model_args.decoder]
     sequences = len(encoding.sequence_labels)
-    trainer = Trainer(
+    trainer = NerTrainer(
         model=model,
+        head_learning_rate=model_args.head_learning_rate,
         args=args,
         train_dataset=train_split,
         eval_dataset=eval_split,
