@@ -72,9 +72,9 @@ def export_int8(model: torch.nn.Module, path: str | Path, max_length: int) -> Pa
     with tempfile.TemporaryDirectory() as folder, _quiet():
         fp32 = export_fp32(model, Path(folder) / "model.onnx", max_length)
         partial = Path(folder) / path.name
-        graph = quantize_weights(fp32)
-        importlib.import_module("onnx").helper.set_model_props(graph, {SOURCE_KEY: model_digest(model)})
-        importlib.import_module("onnx").save(graph, str(partial))
+        graph, onnx = quantize_weights(fp32), importlib.import_module("onnx")
+        onnx.helper.set_model_props(graph, {SOURCE_KEY: model_digest(model)})
+        onnx.save(graph, str(partial))
         os.replace(partial, path)  # complete or absent
     return path
 
