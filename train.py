@@ -112,6 +112,7 @@ def scheme_encodings(
         discontinuous=data_args.discontinuous,
         max_span_words=model_args.max_span_words,
         span_dims=model_args.span_dims,
+        span_scorer=model_args.span_scorer,
     )
     if model_args.scheme == "type":
         logger.info(
@@ -122,7 +123,8 @@ def scheme_encodings(
         )
     if model_args.scheme == "span":
         logger.info(
-            "span head: K = %d words, %d types, same-type overlaps %s; training split: %s",
+            "span head: %s scorer, K = %d words, %d types, same-type overlaps %s; training split: %s",
+            encoding.scorer,
             encoding.max_words,
             len(encoding.types),
             "kept" if encoding.same_type_overlaps else "resolved (higher score wins)",

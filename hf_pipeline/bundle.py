@@ -176,17 +176,25 @@ def make_shared_config(
 
 
 def make_span_config(
-    config: Any, types: Sequence[str], layers: Sequence[int], max_words: int, dims: int, same_type_overlaps: bool
+    config: Any,
+    types: Sequence[str],
+    layers: Sequence[int],
+    max_words: int,
+    dims: int,
+    same_type_overlaps: bool,
+    scorer: str = "biaffine",
 ) -> None:
     """Turn a token-classification config into a span-head one: ``2 x dims`` classifier outputs per token (the start
     and end representations the span head reads, ``spans.py``), the types it scores, the longest span ``max_words``
-    (words) and whether two entities of one type may overlap. ``layers``: the nesting layers its output is shown in."""
+    (words), whether two entities of one type may overlap and how spans are scored (``scorer``, one of
+    ``spans.SCORER_WEIGHTS``). ``layers``: the nesting layers its output is shown in."""
     setattr(config, ARCHITECTURE_KEY, "shared")
     setattr(config, LAYERS_CONFIG_KEY, list(layers))
     setattr(config, SCHEME_KEY, "span")
     setattr(config, spans.TYPES_KEY, list(types))
     setattr(config, spans.MAX_WORDS_KEY, int(max_words))
     setattr(config, spans.OVERLAPS_KEY, bool(same_type_overlaps))
+    setattr(config, spans.SCORER_KEY, scorer)
     names = [f"{part}-{index}" for part in ("start", "end") for index in range(dims)]
     config.num_labels = len(names)
     config.id2label = dict(enumerate(names))

@@ -25,7 +25,7 @@ import torch
 
 from .crf import TRANSITIONS_KEY, layer_transitions, marginals, viterbi
 from .schemes import Predicted, config_choice, tags_to_entities, type_order
-from .spans import load_parameters, span_entities
+from .spans import load_parameters, outputs_of, span_entities
 
 DECODER_KEY = "ner_decoder"
 
@@ -113,7 +113,7 @@ HEADS: dict[str, Head] = {
         lambda logits, sequences: logits.float()[:, :, None],
         _span_entities,
         _span_parameters,
-        lambda labels, parameters: 2 * parameters.weights["start"].shape[1],
+        lambda labels, parameters: outputs_of(parameters.weights),
     ),
 }
 

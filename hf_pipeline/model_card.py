@@ -215,8 +215,9 @@ def overview(
         layout = (
             "**Scheme and head: `span`, architecture `shared`.** No tag sequences: every span of up to"
             ' `config.json["ner_span_max_words"]` words is scored for every entity type from the representations of'
-            " its first and last words (a biaffine span classifier: the stock token classifier gives each word a"
-            " start and an end representation, and the head's own weights sit beside the model in"
+            ' its first and last words (the scorer `config.json["ner_span_scorer"]` names: `biaffine`, or an MLP'
+            " over [start; end; width], `mlp_mean` adding the mean of the span's words; the stock token classifier"
+            " gives each word a start and an end representation, and the head's own weights sit beside the model in"
             " `span_head.safetensors`). A span is returned when its probability reaches"
             ' `config.json["ner_span_threshold"]`, chosen on validation;'
             " one span can be several types, and any nesting depth can be returned. The stock"

@@ -36,11 +36,14 @@ from .helpers import (
     sample_texts,
 )
 
+SCORERS = tuple(spans.SCORER_WEIGHTS)
 
-def _weights(types: int = 3, dims: int = 4, max_words: int = 3, seed: int = 0) -> dict[str, torch.Tensor]:
+
+def _weights(
+    types: int = 3, dims: int = 4, max_words: int = 3, seed: int = 0, scorer: str = "biaffine"
+) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
-    shapes = {"bilinear": (types, dims, dims), "start": (types, dims), "end": (types, dims)}
-    shapes |= {"width": (max_words, types), "bias": (types,)}
+    shapes = spans.weight_shapes(scorer, types, dims, max_words)
     return {name: torch.randn(*shape, generator=generator) for name, shape in shapes.items()}
 
 
@@ -58,8 +61,25 @@ def test_span_logits_are_the_biaffine_formula_for_every_span():
     assert spans.valid_spans(6, 3)[4].tolist() == [True, True, False]
 
 
-def test_decoding_in_blocks_finds_exactly_what_one_block_finds(monkeypatch):
-    weights = _weights(max_words=4, seed=1)
+@pytest.mark.parametrize("scorer", ["mlp", "mlp_mean"])
+def test_span_logits_are_the_mlp_formula_for_every_span(scorer):
+    weights = _weights(scorer=scorer)
+    features = torch.randn(2, 6, 8)
+    scores = spans.span_logits(features, weights)
+    hidden = torch.nn.functional.gelu(features)
+    for batch, first, width, kind in [(0, 0, 0, 0), (1, 2, 2, 1), (0, 5, 0, 2), (1, 3, 2, 2)]:
+        last = first + width
+        inner = weights["start_in"] @ hidden[batch, first, :4] + weights["end_in"] @ hidden[batch, last, 4:]
+        inner += weights["width_in"][width] + weights["hidden_bias"]
+        if scorer == "mlp_mean":
+            inner += weights["inside_in"] @ hidden[batch, first : last + 1].mean(0)
+        expected = weights["output"][kind] @ torch.nn.functional.gelu(inner) + weights["bias"][kind]
+        assert scores[batch, first, width, kind] == pytest.approx(float(expected), abs=1e-4)
+
+
+@pytest.mark.parametrize("scorer", SCORERS)
+def test_decoding_in_blocks_finds_exactly_what_one_block_finds(monkeypatch, scorer):
+    weights = _weights(max_words=4, seed=1, scorer=scorer)
     weights["bias"] -= 2.0
     outputs = np.random.default_rng(0).normal(size=(41, 8)).astype(np.float32)
     parameters = spans.SpanParameters(weights, 0.6, same_type_overlaps=True)
@@ -109,22 +129,24 @@ def test_k_covers_the_training_entities_and_same_type_overlaps_follow_the_data(s
     assert encoding.same_type_overlaps, "the sample nests entities of one type (200 of 1,130)"
 
 
-def test_the_loss_teaches_the_scorer_the_gold_spans():
+@pytest.mark.parametrize("scorer", SCORERS)
+def test_the_loss_teaches_the_scorer_the_gold_spans(scorer):
     torch.manual_seed(0)
     features = torch.randn(2, 12, 16)  # two windows of 12 tokens; every other token starts a word
     labels = torch.full((2, 12, 3), -100)
     labels[:, ::2] = 0
     labels[0, 2, 1] = 0b01  # words 1..2 of window 0: type 0
     labels[1, 4, 0] = 0b11  # word 2 of window 1: types 0 and 1
-    scorer = SpanScorer(types=2, dims=8, max_words=3)
-    optimizer = torch.optim.Adam(scorer.parameters(), lr=0.05)
-    first = float(scorer.loss(features, labels).detach())
+    head = SpanScorer(types=2, dims=8, max_words=3, scorer=scorer)
+    assert tuple(head.weights()) == spans.SCORER_WEIGHTS[scorer]
+    optimizer = torch.optim.Adam(head.parameters(), lr=0.05)
+    first = float(head.loss(features, labels).detach())
     for _ in range(150):
         optimizer.zero_grad()
-        scorer.loss(features, labels).backward()
+        head.loss(features, labels).backward()
         optimizer.step()
-    assert float(scorer.loss(features, labels).detach()) < 0.05 * first
-    parameters = spans.SpanParameters({k: v.detach() for k, v in scorer.weights().items()}, 0.5, True)
+    assert float(head.loss(features, labels).detach()) < 0.05 * first
+    parameters = spans.SpanParameters(head.trained_weights(), 0.5, True)
     found = [spans.decode_spans(features[b, ::2].numpy(), ["X", "Y"], parameters) for b in range(2)]
     assert [[s[:3] for s in window] for window in found] == [[("X", 1, 2)], [("X", 2, 2), ("Y", 2, 2)]]
 
@@ -137,6 +159,8 @@ def test_the_span_head_is_the_span_scheme_on_a_shared_encoder(options):
     with pytest.raises(ValueError, match="span|shared"):
         ModelArguments(**options)
     assert ModelArguments(decoder="span", architecture="shared").scheme == "span"
+    with pytest.raises(ValueError, match="--span_scorer must be one of"):
+        ModelArguments(decoder="span", architecture="shared", span_scorer="cnn")
 
 
 # --- a tiny span bundle, end to end ---------------------------------------------------------------------------------
@@ -171,6 +195,26 @@ def test_the_bundle_records_the_head_and_validation_is_what_the_bundle_scores(sp
     assert record["best_validation_exact_f1"] > 0.2
     assert results["validation"]["exact"]["f1"] == pytest.approx(record["best_validation_exact_f1"], abs=1e-9)
     assert results["test"]["oracle"]["exact_f1"] > 0.95
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scorer", [s for s in SCORERS if s != ModelArguments.span_scorer])
+def test_every_scorer_trains_saves_and_serves_what_validation_scored(tmp_path, scorer):
+    out = tmp_path / scorer
+    train.main(
+        [
+            "--preset", "tiny", "--architecture", "shared", "--decoder", "span", "--span_scorer", scorer,
+            "--num_train_epochs", "6", "--eval_strategy", "epoch", "--save_strategy", "epoch",
+            "--load_best_model_at_end", "true", "--output_dir", str(out),
+        ]
+    )  # fmt: skip
+    bundle = out / "model"
+    assert json.loads((bundle / "config.json").read_text())["ner_span_scorer"] == scorer
+    assert tuple(load_file(bundle / spans.WEIGHTS_FILE)) == tuple(sorted(spans.SCORER_WEIGHTS[scorer]))
+    record = json.loads((out / "checkpoints" / "shared" / "final" / "run.json").read_text())
+    results = json.loads((out / "eval_results.json").read_text())
+    assert results["validation"]["exact"]["f1"] == pytest.approx(record["best_validation_exact_f1"], abs=1e-9)
+    assert_same_entities([predict_in_fresh_process(bundle, tmp_path)], [hf_pipeline.load_pipeline(bundle)(REPORT)])
 
 
 @pytest.mark.slow
@@ -226,6 +270,8 @@ def test_resume_reloads_the_trained_head(span_run, tmp_path):
         (lambda b: _edit_config(b, "ner_decoder", "crf"), "go together"),
         (lambda b: _edit_config(b, "ner_span_same_type_overlaps", "yes"), "ner_span_same_type_overlaps"),
         (lambda b: _edit_config(b, "ner_span_max_words", 0), "ner_span_max_words"),
+        (lambda b: _edit_config(b, "ner_span_scorer", "cnn"), "expected one of"),
+        (lambda b: _edit_config(b, "ner_span_scorer", "mlp_mean"), "'start_in' is missing.*mlp_mean scorer"),
     ],
 )
 def test_a_tampered_span_bundle_is_refused_with_one_line(span_run, tmp_path, damage, message):

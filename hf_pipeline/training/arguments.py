@@ -15,6 +15,7 @@ from transformers import HfArgumentParser, TrainingArguments
 from transformers.trainer_utils import IntervalStrategy
 
 from hf_pipeline.radiology_ner import ARCHITECTURES, DECODERS, SCHEMES
+from hf_pipeline.spans import SCORER_WEIGHTS
 
 DEFAULT_MODEL = "bert-base-multilingual-cased"
 
@@ -71,7 +72,7 @@ class DataArguments:
         metadata={"help": "Window length in subword tokens, special tokens included; the bundle predicts with it."},
     )
     doc_stride: int = field(
-        default=128, metadata={"help": "Tokens shared by consecutive training windows (no truncation)."}
+        default=128, metadata={"help": "Tokens shared by consecutive training windows."}
     )
 
     def __post_init__(self) -> None:
@@ -113,6 +114,10 @@ class ModelArguments:
         default=128,
         metadata={"help": "--decoder span: start and end vector size."},
     )
+    span_scorer: str = field(
+        default="biaffine",
+        metadata={"help": "--decoder span: 'biaffine', 'mlp' or 'mlp_mean'"},
+    )
     head_learning_rate: float | None = field(
         default=None,
         metadata={"help": "Learning rate of the classifier and head (default: --learning_rate)."},
@@ -150,6 +155,8 @@ class ModelArguments:
             )
         if self.head_learning_rate is not None and not self.head_learning_rate > 0:
             raise ValueError(f"--head_learning_rate must be above 0, got {self.head_learning_rate}.")
+        if self.span_scorer not in SCORER_WEIGHTS:
+            raise ValueError(f"--span_scorer must be one of {tuple(SCORER_WEIGHTS)}, got {self.span_scorer!r}.")
         if (self.max_span_words is not None and self.max_span_words < 1) or self.span_dims < 1:
             raise ValueError("--max_span_words and --span_dims must be at least 1.")
         if self.scheme != "depth" and self.architecture != "shared":

@@ -59,16 +59,14 @@ def _crf_parameters(model: PreTrainedModel, sequences: int) -> list[Any]:
 class SpanScorer(nn.Module):
     """The span head's weights (``hf_pipeline.spans``) while they train, and its loss."""
 
-    def __init__(self, types: int, dims: int, max_words: int) -> None:
+    def __init__(self, types: int, dims: int, max_words: int, scorer: str = "biaffine") -> None:
         super().__init__()
-        self.bilinear = nn.Parameter(torch.randn(types, dims, dims) * dims**-0.5)
-        self.start = nn.Parameter(torch.zeros(types, dims))
-        self.end = nn.Parameter(torch.zeros(types, dims))
-        self.width = nn.Parameter(torch.zeros(max_words, types))
-        self.bias = nn.Parameter(torch.full((types,), SPAN_PRIOR_LOGIT))
+        self.names = spans.SCORER_WEIGHTS[scorer]
+        for name, shape in spans.weight_shapes(scorer, types, dims, max_words).items():
+            self.register_parameter(name, nn.Parameter(_initial(name, shape)))
 
     def weights(self) -> dict[str, torch.Tensor]:
-        return {name: getattr(self, name) for name in spans.WEIGHT_NAMES}
+        return {name: getattr(self, name) for name in self.names}
 
     def trained_weights(self) -> dict[str, torch.Tensor]:
         """The weights as decoding reads them: detached, float32, on the CPU."""
@@ -87,10 +85,23 @@ class SpanScorer(nn.Module):
         return losses[valid].sum() / valid.sum().clamp(min=1)
 
 
+def _initial(name: str, shape: tuple[int, ...]) -> torch.Tensor:
+    """A weight's value before training: projections random at the scale of their inputs (``nn.Linear``'s),
+    width terms and hidden biases zero, type biases at :data:`SPAN_PRIOR_LOGIT`."""
+    if name == "bias":
+        return torch.full(shape, SPAN_PRIOR_LOGIT)
+    if name in ("width", "width_in", "hidden_bias", "start", "end"):
+        return torch.zeros(shape)
+    return torch.randn(shape) * shape[-1] ** -0.5
+
+
 def _attach_span(model: PreTrainedModel, labels: Sequence[Sequence[str]]) -> Loss:
     config = model.config
     scorer = SpanScorer(
-        len(getattr(config, spans.TYPES_KEY)), config.num_labels // 2, getattr(config, spans.MAX_WORDS_KEY)
+        len(getattr(config, spans.TYPES_KEY)),
+        config.num_labels // 2,
+        getattr(config, spans.MAX_WORDS_KEY),
+        spans.scorer_of(config),
     )
     saved = getattr(model, spans.WEIGHTS_ATTRIBUTE, None)  # a resumed model's trained head
     if saved is not None:

@@ -184,6 +184,7 @@ class SpanEncoding(Encoding):
         max_span_words: int | None = None,
         discontinuous: Discontinuous = "hull",
         span_dims: int = SPAN_DIMS,
+        span_scorer: str = "biaffine",
         **_: Any,
     ) -> None:
         self.types = entity_types(dataset["train"].features["ner_tags_1"].feature.names)
@@ -194,6 +195,7 @@ class SpanEncoding(Encoding):
         self.layers = list(layers)
         self.discontinuous = discontinuous
         self.dims = span_dims
+        self.scorer = span_scorer
         self.sequence_labels = [label_names(self.types)]
         lengths: Counter = Counter()
         overlapping = total = 0
@@ -225,7 +227,9 @@ class SpanEncoding(Encoding):
         return labels
 
     def configure(self, config: Any) -> None:
-        make_span_config(config, self.types, self.layers, self.max_words, self.dims, self.same_type_overlaps)
+        make_span_config(
+            config, self.types, self.layers, self.max_words, self.dims, self.same_type_overlaps, self.scorer
+        )
 
     def oracle(self, row: dict[str, Any]) -> list[Entity]:
         """The gold spans the head can return: at most ``K`` words, same-type overlaps resolved as decoding does."""
