@@ -71,9 +71,7 @@ class DataArguments:
         default=512,
         metadata={"help": "Window length in subword tokens, special tokens included; the bundle predicts with it."},
     )
-    doc_stride: int = field(
-        default=128, metadata={"help": "Tokens shared by consecutive training windows."}
-    )
+    doc_stride: int = field(default=128, metadata={"help": "Tokens shared by consecutive training windows."})
 
     def __post_init__(self) -> None:
         if self.dataset and self.brat_dir:
