@@ -113,6 +113,7 @@ def scheme_encodings(
         max_span_words=model_args.max_span_words,
         span_dims=model_args.span_dims,
         span_scorer=model_args.span_scorer,
+        span_positive_weight=model_args.span_positive_weight,
     )
     if model_args.scheme == "type":
         logger.info(
@@ -190,6 +191,7 @@ def training_summary(
         "window overlap (doc_stride, tokens)": data_args.doc_stride,
         "learning_rate": args.learning_rate,
         "head_learning_rate": model_args.head_learning_rate or args.learning_rate,
+        **({"span_positive_weight": model_args.span_positive_weight} if model_args.decoder == "span" else {}),
         "lr_scheduler_type": str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)),
         "per_device_train_batch_size": args.per_device_train_batch_size,
         "weight_decay": args.weight_decay,

@@ -116,13 +116,17 @@ class ModelArguments:
         default="biaffine",
         metadata={"help": "--decoder span: 'biaffine', 'mlp' or 'mlp_mean'"},
     )
+    span_positive_weight: float = field(
+        default=1.0,
+        metadata={"help": "--decoder span: loss weight of a gold span."},
+    )
     head_learning_rate: float | None = field(
         default=None,
         metadata={"help": "Learning rate of the classifier and head (default: --learning_rate)."},
     )
     layers: list[int] = field(default_factory=lambda: [1, 2, 3], metadata={"help": "Layers to train; 1 is required."})
     preset: str | None = field(
-        default=None, metadata={"help": "'tiny': a small BERT and WordPiece tokenizer trained from scratch, offline."}
+        default=None, metadata={"help": "'tiny': a small BERT and tokenizer trained from scratch, offline."}
     )
     resume: bool = field(
         default=False, metadata={"help": "Resume each layer from its last checkpoint; skip done layers."}
@@ -155,6 +159,8 @@ class ModelArguments:
             raise ValueError(f"--head_learning_rate must be above 0, got {self.head_learning_rate}.")
         if self.span_scorer not in SCORER_WEIGHTS:
             raise ValueError(f"--span_scorer must be one of {tuple(SCORER_WEIGHTS)}, got {self.span_scorer!r}.")
+        if not self.span_positive_weight > 0:
+            raise ValueError(f"--span_positive_weight must be above 0, got {self.span_positive_weight}.")
         if (self.max_span_words is not None and self.max_span_words < 1) or self.span_dims < 1:
             raise ValueError("--max_span_words and --span_dims must be at least 1.")
         if self.scheme != "depth" and self.architecture != "shared":

@@ -7,20 +7,24 @@ The decoding half travels with the bundle (``hf_pipeline.heads``), and validatio
   transitions move into ``config.json`` when training ends;
 - ``span``: the span head's weights (:class:`SpanScorer`) ride along as the model's ``span_head`` submodule; the loss
   is each candidate span's binary cross-entropy summed over types, averaged over the spans of the batch (a span may
-  be several types). Validation decodes at every threshold of :data:`SPAN_THRESHOLDS` and reports the best; when
-  training ends the best checkpoint's threshold goes into ``config.json`` and the weights beside the model.
+  be several types; a gold span and type weigh ``--span_positive_weight`` times a non-entity). Validation decodes at
+  every threshold of :data:`SPAN_THRESHOLDS` and reports the best; when training ends the best checkpoint's
+  threshold goes into ``config.json`` and the weights beside the model.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
+
+if TYPE_CHECKING:
+    from hf_pipeline.training.schemes import Encoding
 
 from hf_pipeline import spans
 from hf_pipeline.training.crf import attach_crf, crf_loss, move_crf_to_config, words_first
@@ -33,22 +37,24 @@ SPAN_PRIOR_LOGIT = -4.0  # the span head's initial bias: most spans are no entit
 
 @dataclass(frozen=True)
 class TrainingHead:
-    """``attach`` readies a model and returns its loss; ``parameters`` gives the decoder's parameters of the model
-    now; ``finish(model, evaluate)`` makes the trained model a stock one whose config (and, for the span head, the
-    weights file saved beside it) holds what decoding needs (``evaluate()``: the validation metrics of the model now);
-    ``thresholds``: the score thresholds validation tries (none: the head keeps what it decodes)."""
+    """``attach(model, encoding)`` readies a model to learn the encoding's labels and returns its loss;
+    ``parameters`` gives the decoder's parameters of the model now; ``finish(model, evaluate)`` makes the trained
+    model a stock one whose config (and, for the span head, the weights file saved beside it) holds what decoding
+    needs (``evaluate()``: the validation metrics of the model now); ``thresholds``: the score thresholds validation
+    tries (none: the head keeps what it decodes)."""
 
-    attach: Callable[[PreTrainedModel, Sequence[Sequence[str]]], Loss]
+    attach: Callable[[PreTrainedModel, Encoding], Loss]
     parameters: Callable[[PreTrainedModel, int], Any]
     finish: Callable[[PreTrainedModel, Callable[[], dict[str, float]]], None]
     thresholds: tuple[float, ...] = ()
 
 
-def _attach_softmax(model: PreTrainedModel, labels: Sequence[Sequence[str]]) -> Loss:
+def _attach_softmax(model: PreTrainedModel, encoding: Encoding) -> Loss:
     return layered_loss
 
 
-def _attach_crf(model: PreTrainedModel, labels: Sequence[Sequence[str]]) -> Loss:
+def _attach_crf(model: PreTrainedModel, encoding: Encoding) -> Loss:
+    labels = encoding.sequence_labels
     return crf_loss(attach_crf(model, labels[0], len(labels)))
 
 
@@ -59,9 +65,12 @@ def _crf_parameters(model: PreTrainedModel, sequences: int) -> list[Any]:
 class SpanScorer(nn.Module):
     """The span head's weights (``hf_pipeline.spans``) while they train, and its loss."""
 
-    def __init__(self, types: int, dims: int, max_words: int, scorer: str = "biaffine") -> None:
+    def __init__(
+        self, types: int, dims: int, max_words: int, scorer: str = "biaffine", positive_weight: float = 1.0
+    ) -> None:
         super().__init__()
         self.names = spans.SCORER_WEIGHTS[scorer]
+        self.positive_weight = positive_weight
         for name, shape in spans.weight_shapes(scorer, types, dims, max_words).items():
             self.register_parameter(name, nn.Parameter(_initial(name, shape)))
 
@@ -81,7 +90,8 @@ class SpanScorer(nn.Module):
         bits = torch.arange(types, device=labels.device)
         targets = ((labels.clamp(min=0)[..., None] >> bits) & 1).to(scores.dtype)
         valid = spans.valid_spans(mask.sum(1), labels.shape[-1], length=mask.shape[1])
-        losses = F.binary_cross_entropy_with_logits(scores, targets, reduction="none").sum(-1)
+        weight = torch.tensor(self.positive_weight, dtype=scores.dtype, device=scores.device)
+        losses = F.binary_cross_entropy_with_logits(scores, targets, reduction="none", pos_weight=weight).sum(-1)
         return losses[valid].sum() / valid.sum().clamp(min=1)
 
 
@@ -95,13 +105,14 @@ def _initial(name: str, shape: tuple[int, ...]) -> torch.Tensor:
     return torch.randn(shape) * shape[-1] ** -0.5
 
 
-def _attach_span(model: PreTrainedModel, labels: Sequence[Sequence[str]]) -> Loss:
+def _attach_span(model: PreTrainedModel, encoding: Encoding) -> Loss:
     config = model.config
     scorer = SpanScorer(
         len(getattr(config, spans.TYPES_KEY)),
         config.num_labels // 2,
         getattr(config, spans.MAX_WORDS_KEY),
         spans.scorer_of(config),
+        getattr(encoding, "positive_weight", 1.0),
     )
     saved = getattr(model, spans.WEIGHTS_ATTRIBUTE, None)  # a resumed model's trained head
     if saved is not None:

@@ -185,6 +185,7 @@ class SpanEncoding(Encoding):
         discontinuous: Discontinuous = "hull",
         span_dims: int = SPAN_DIMS,
         span_scorer: str = "biaffine",
+        span_positive_weight: float = 1.0,
         **_: Any,
     ) -> None:
         self.types = entity_types(dataset["train"].features["ner_tags_1"].feature.names)
@@ -196,6 +197,7 @@ class SpanEncoding(Encoding):
         self.discontinuous = discontinuous
         self.dims = span_dims
         self.scorer = span_scorer
+        self.positive_weight = span_positive_weight  # training only: the loss's weight of a gold span
         self.sequence_labels = [label_names(self.types)]
         lengths: Counter = Counter()
         overlapping = total = 0

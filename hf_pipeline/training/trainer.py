@@ -149,7 +149,7 @@ def train_model(
         eval_dataset=eval_split,
         processing_class=tokenizer,
         data_collator=LayeredCollator(tokenizer),
-        compute_loss_func=head.attach(model, encoding.sequence_labels),
+        compute_loss_func=head.attach(model, encoding),
         compute_metrics=(
             entity_metrics(
                 dataset["validation"],
