@@ -60,6 +60,7 @@ from hf_pipeline import spans  # noqa: E402
 from hf_pipeline.bundle import make_shared_config, make_span_config  # noqa: E402
 from hf_pipeline.training.base_models import train_wordpiece  # noqa: E402
 from hf_pipeline.training.heads import SpanScorer  # noqa: E402
+from hf_pipeline.training.schemes import SPAN_SCORER  # noqa: E402
 from hf_pipeline.words import default_stride  # noqa: E402
 
 SHAPES = {
@@ -172,7 +173,7 @@ def random_bundle(folder: Path, size: str, tokenizer: Any, shared: bool = False,
     config = BertConfig(**shape, id2label=dict(enumerate(labels)), label2id={x: i for i, x in enumerate(labels)})
     torch.manual_seed(0)
     if scheme == "span":
-        make_span_config(config, SPRADIE_TYPES, [1, 2, 3], SPAN_WORDS, SPAN_DIMS, same_type_overlaps=False)
+        make_span_config(config, SPRADIE_TYPES, [1, 2, 3], SPAN_WORDS, SPAN_DIMS, False, SPAN_SCORER)
         setattr(config, spans.THRESHOLD_KEY, 0.5)
         models = [BertForTokenClassification(config)]
         setattr(

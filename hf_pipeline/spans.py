@@ -177,8 +177,8 @@ def weight_shapes(scorer: str, types: int, dims: int, max_words: int) -> dict[st
 
 
 def check_weights(weights: dict[str, torch.Tensor], config: Any) -> tuple[str, ...]:
-    """The weights file must hold every weight of the config's scorer, finite, shaped for its types, K and
-    classifier outputs; returns the weights' names."""
+    """The weights file must hold every weight of the config's scorer and no other, finite, shaped for its types, K
+    and classifier outputs; returns the weights' names."""
     types = len(getattr(config, TYPES_KEY, None) or [])
     max_words = getattr(config, MAX_WORDS_KEY, None)
     if type(max_words) is not int or max_words < 1:
@@ -197,6 +197,13 @@ def check_weights(weights: dict[str, torch.Tensor], config: Any) -> tuple[str, .
                 f"{config.num_labels} classifier outputs) needs {shape}. The file comes from another model or was "
                 "damaged: copy it from the training run again."
             )
+    unused = sorted(set(weights) - set(expected))
+    if unused:
+        raise ValueError(
+            f"{WEIGHTS_FILE}: holds {', '.join(map(repr, unused))}, which this bundle's config.json ({scorer} scorer) "
+            "does not use; the file comes from another model or the config was edited: copy both from the training "
+            "run again."
+        )
     return tuple(expected)
 
 

@@ -205,7 +205,8 @@ def test_the_bundle_records_the_head_and_validation_is_what_the_bundle_scores(sp
         round(0.05 * i, 2) for i in range(20)
     ]
     weights = load_file(bundle / spans.WEIGHTS_FILE)
-    assert weights["bilinear"].shape == (len(config["ner_span_types"]), 128, 128) and len(config["id2label"]) == 256
+    assert config["ner_span_scorer"] == ModelArguments.span_scorer == "mlp_mean", "the default scorer"
+    assert weights["output"].shape == (len(config["ner_span_types"]), 128) and len(config["id2label"]) == 256
     assert "span_head.bias" not in load_file(bundle / "model.safetensors"), "the encoder is a stock checkpoint"
     record = json.loads((span_run / "checkpoints" / "shared" / "final" / "run.json").read_text())
     results = json.loads((span_run / "eval_results.json").read_text())
@@ -281,14 +282,15 @@ def test_resume_reloads_the_trained_head(span_run, tmp_path):
         (lambda b: (b / spans.WEIGHTS_FILE).unlink(), spans.WEIGHTS_FILE),
         (lambda b: (b / spans.WEIGHTS_FILE).write_bytes(b"not safetensors"), "cannot be read"),
         (lambda b: _edit_weights(b, "bias", lambda t: t * float("nan")), "not finite"),
-        (lambda b: _edit_weights(b, "width", lambda t: t[:-1]), "'width' is of shape"),
+        (lambda b: _edit_weights(b, "width_in", lambda t: t[:-1]), "'width_in' is of shape"),
         (lambda b: _edit_config(b, "ner_span_threshold", 1.5), "ner_span_threshold"),
         (lambda b: _edit_config(b, "ner_span_types", ["A"]), "needs"),
         (lambda b: _edit_config(b, "ner_decoder", "crf"), "go together"),
         (lambda b: _edit_config(b, "ner_span_same_type_overlaps", "yes"), "ner_span_same_type_overlaps"),
         (lambda b: _edit_config(b, "ner_span_max_words", 0), "ner_span_max_words"),
         (lambda b: _edit_config(b, "ner_span_scorer", "cnn"), "expected one of"),
-        (lambda b: _edit_config(b, "ner_span_scorer", "mlp_mean"), "'start_in' is missing.*mlp_mean scorer"),
+        (lambda b: _edit_config(b, "ner_span_scorer", "biaffine"), "'bilinear' is missing.*biaffine scorer"),
+        (lambda b: _edit_config(b, "ner_span_scorer", "mlp"), "holds 'inside_in', which .*mlp scorer"),
     ],
 )
 def test_a_tampered_span_bundle_is_refused_with_one_line(span_run, tmp_path, damage, message):

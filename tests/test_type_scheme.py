@@ -32,10 +32,13 @@ def type_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     train.main(
         [
             "--preset", "tiny", "--architecture", "shared", "--scheme", "type", "--decoder", "crf",
-            "--num_train_epochs", "60", "--eval_strategy", "epoch", "--save_strategy", "epoch",
-            "--load_best_model_at_end", "true", "--output_dir", str(out),
+            "--eval_strategy", "epoch", "--save_strategy", "epoch", "--load_best_model_at_end", "true",
+            "--output_dir", str(out),
         ]
     )  # fmt: skip
+    # The preset's 150 epochs, not fewer: the tiny tokenizer's vocabulary changes from run to run (the tokenizers
+    # library's WordPiece trainer is not deterministic), and with one of them 60 epochs reached 0.07 validation exact
+    # F1 where 150 reach 0.71.
     return out
 
 

@@ -16,6 +16,7 @@ from transformers.trainer_utils import IntervalStrategy
 
 from hf_pipeline.radiology_ner import ARCHITECTURES, DECODERS, SCHEMES
 from hf_pipeline.spans import SCORER_WEIGHTS
+from hf_pipeline.training.schemes import SPAN_SCORER
 
 DEFAULT_MODEL = "bert-base-multilingual-cased"
 
@@ -113,7 +114,7 @@ class ModelArguments:
         metadata={"help": "--decoder span: start and end vector size."},
     )
     span_scorer: str = field(
-        default="biaffine",
+        default=SPAN_SCORER,
         metadata={"help": "--decoder span: 'biaffine', 'mlp' or 'mlp_mean'"},
     )
     span_positive_weight: float = field(

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 from hf_pipeline import spans
 from hf_pipeline.training.crf import attach_crf, crf_loss, move_crf_to_config, words_first
 from hf_pipeline.training.data import layered_loss
+from hf_pipeline.training.schemes import SPAN_SCORER
 
 Loss = Callable[..., torch.Tensor]
 SPAN_THRESHOLDS = tuple(round(0.05 * step, 2) for step in range(1, 20))
@@ -66,7 +67,7 @@ class SpanScorer(nn.Module):
     """The span head's weights (``hf_pipeline.spans``) while they train, and its loss."""
 
     def __init__(
-        self, types: int, dims: int, max_words: int, scorer: str = "biaffine", positive_weight: float = 1.0
+        self, types: int, dims: int, max_words: int, scorer: str = SPAN_SCORER, positive_weight: float = 1.0
     ) -> None:
         super().__init__()
         self.names = spans.SCORER_WEIGHTS[scorer]

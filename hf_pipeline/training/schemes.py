@@ -168,6 +168,7 @@ SPAN_COVERAGE = 0.999  # the share of training entities K covers by default
 SAME_TYPE_OVERLAP_SHARE = 0.01  # the share of training entities overlapping one of their type that lets them overlap
 MAX_SPAN_TYPES = 62  # a word's label is a bit mask over the types (int64)
 SPAN_DIMS = 128  # default size of the start and end representations
+SPAN_SCORER = "mlp_mean"  # the default scorer: the best of the three on the quality benchmark (docs/quality.md)
 
 
 class SpanEncoding(Encoding):
@@ -184,7 +185,7 @@ class SpanEncoding(Encoding):
         max_span_words: int | None = None,
         discontinuous: Discontinuous = "hull",
         span_dims: int = SPAN_DIMS,
-        span_scorer: str = "biaffine",
+        span_scorer: str = SPAN_SCORER,
         span_positive_weight: float = 1.0,
         **_: Any,
     ) -> None:
