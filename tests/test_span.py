@@ -159,10 +159,10 @@ def test_the_positive_weight_scales_the_gold_spans_loss_only():
     heads = [SpanScorer(types=2, dims=8, max_words=2, positive_weight=w) for w in (1.0, 3.0, 5.0)]
     for head in heads[1:]:
         head.load_state_dict(heads[0].state_dict())
-    plain, three, five = (float(head.loss(features, labels)) for head in heads)
+    plain, three, five = (float(head.loss(features, labels).detach()) for head in heads)
     assert plain == pytest.approx(three) == pytest.approx(five), "no gold span: the weight changes nothing"
     labels[0, 2, 1] = 0b10  # words 1..2: type 1
-    plain, three, five = (float(head.loss(features, labels)) for head in heads)
+    plain, three, five = (float(head.loss(features, labels).detach()) for head in heads)
     assert five > three > plain and five - plain == pytest.approx(2 * (three - plain))
     with pytest.raises(ValueError, match="--span_positive_weight must be above 0"):
         ModelArguments(decoder="span", architecture="shared", span_positive_weight=0)

@@ -16,7 +16,7 @@ from transformers.trainer_utils import IntervalStrategy
 
 from hf_pipeline.radiology_ner import ARCHITECTURES, DECODERS, SCHEMES
 from hf_pipeline.spans import SCORER_WEIGHTS
-from hf_pipeline.training.schemes import SPAN_SCORER
+from hf_pipeline.training.schemes import SPAN_POSITIVE_WEIGHT, SPAN_SCORER
 
 DEFAULT_MODEL = "bert-base-multilingual-cased"
 
@@ -118,7 +118,7 @@ class ModelArguments:
         metadata={"help": "--decoder span: 'biaffine', 'mlp' or 'mlp_mean'"},
     )
     span_positive_weight: float = field(
-        default=1.0,
+        default=SPAN_POSITIVE_WEIGHT,
         metadata={"help": "--decoder span: loss weight of a gold span."},
     )
     head_learning_rate: float | None = field(

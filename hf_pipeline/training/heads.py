@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 from hf_pipeline import spans
 from hf_pipeline.training.crf import attach_crf, crf_loss, move_crf_to_config, words_first
 from hf_pipeline.training.data import layered_loss
-from hf_pipeline.training.schemes import SPAN_SCORER
+from hf_pipeline.training.schemes import SPAN_POSITIVE_WEIGHT, SPAN_SCORER
 
 Loss = Callable[..., torch.Tensor]
 SPAN_THRESHOLDS = tuple(round(0.05 * step, 2) for step in range(1, 20))
@@ -67,7 +67,12 @@ class SpanScorer(nn.Module):
     """The span head's weights (``hf_pipeline.spans``) while they train, and its loss."""
 
     def __init__(
-        self, types: int, dims: int, max_words: int, scorer: str = SPAN_SCORER, positive_weight: float = 1.0
+        self,
+        types: int,
+        dims: int,
+        max_words: int,
+        scorer: str = SPAN_SCORER,
+        positive_weight: float = SPAN_POSITIVE_WEIGHT,
     ) -> None:
         super().__init__()
         self.names = spans.SCORER_WEIGHTS[scorer]
@@ -113,7 +118,7 @@ def _attach_span(model: PreTrainedModel, encoding: Encoding) -> Loss:
         config.num_labels // 2,
         getattr(config, spans.MAX_WORDS_KEY),
         spans.scorer_of(config),
-        getattr(encoding, "positive_weight", 1.0),
+        encoding.positive_weight,
     )
     saved = getattr(model, spans.WEIGHTS_ATTRIBUTE, None)  # a resumed model's trained head
     if saved is not None:

@@ -169,6 +169,7 @@ SAME_TYPE_OVERLAP_SHARE = 0.01  # the share of training entities overlapping one
 MAX_SPAN_TYPES = 62  # a word's label is a bit mask over the types (int64)
 SPAN_DIMS = 128  # default size of the start and end representations
 SPAN_SCORER = "mlp_mean"  # the default scorer: the best of the three on the quality benchmark (docs/quality.md)
+SPAN_POSITIVE_WEIGHT = 5.0  # a gold span-type pair's weight in the loss (docs/quality.md: validation +1.5 over 1)
 
 
 class SpanEncoding(Encoding):
@@ -186,7 +187,7 @@ class SpanEncoding(Encoding):
         discontinuous: Discontinuous = "hull",
         span_dims: int = SPAN_DIMS,
         span_scorer: str = SPAN_SCORER,
-        span_positive_weight: float = 1.0,
+        span_positive_weight: float = SPAN_POSITIVE_WEIGHT,
         **_: Any,
     ) -> None:
         self.types = entity_types(dataset["train"].features["ner_tags_1"].feature.names)
