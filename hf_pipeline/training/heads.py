@@ -16,20 +16,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 
-if TYPE_CHECKING:
-    from hf_pipeline.training.schemes import Encoding
-
 from hf_pipeline import spans
 from hf_pipeline.training.crf import attach_crf, crf_loss, move_crf_to_config, words_first
 from hf_pipeline.training.data import layered_loss
-from hf_pipeline.training.schemes import SPAN_POSITIVE_WEIGHT, SPAN_SCORER
+from hf_pipeline.training.schemes import SPAN_POSITIVE_WEIGHT, SPAN_SCORER, Encoding
 
 Loss = Callable[..., torch.Tensor]
 SPAN_THRESHOLDS = tuple(round(0.05 * step, 2) for step in range(1, 20))
