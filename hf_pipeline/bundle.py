@@ -182,7 +182,7 @@ def make_span_config(
     max_words: int,
     dims: int,
     same_type_overlaps: bool,
-    scorer: str = "biaffine",
+    scorer: str,
 ) -> None:
     """Turn a token-classification config into a span-head one: ``2 x dims`` classifier outputs per token (the start
     and end representations the span head reads, ``spans.py``), the types it scores, the longest span ``max_words``
